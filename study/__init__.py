@@ -1,0 +1,1 @@
+"""Study input: the level vocabulary, challenge file formats and patient loaders."""

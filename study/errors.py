@@ -1,0 +1,34 @@
+"""The project's own error types: every bad input raises one of these, naming the patient and file."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+
+class InputError(Exception):
+    """A problem with user input (files, labels, boxes), with the patient and file it concerns."""
+
+    def __init__(self, message: str, patient: Optional[str] = None,
+                 path: Optional[Union[str, Path]] = None):
+        self.patient = patient
+        self.path = str(path) if path is not None else None
+        self.problem = message
+        parts = []
+        if patient is not None:
+            parts.append(f"patient {patient}")
+        if path is not None:
+            parts.append(f"file {self.path}")
+        prefix = ", ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class StudyError(InputError):
+    """A patient's images cannot be loaded (missing, unreadable, wrong layout)."""
+
+
+class LabelFileError(InputError):
+    """A challenge label or prediction JSON is malformed."""
+
+
+class BoxFileError(InputError):
+    """A challenge box file or one of its box strings is malformed or anatomically impossible."""

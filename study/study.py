@@ -1,0 +1,49 @@
+"""The Study hand-off: one patient's images, where each came from, and what was odd about them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+import numpy as np
+
+from .levels import CANAL_POSITIONS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES
+
+
+@dataclass(frozen=True)
+class Study:
+    """One patient, every image as a 2-D float32 array in [0, 1] on the model's 224x224 grid.
+
+    sagittal maps slice number (5, 6, 7) to its image; axial maps canal position ("C2", "C2-3", ...)
+    to the axial image through it. A position with no usable axial image is absent from `axial`
+    (and explained in `warnings`); later stages then grade it from the sagittal view alone.
+    """
+
+    patient_id: str
+    sagittal: Mapping[int, np.ndarray]
+    axial: Mapping[str, np.ndarray]
+    # (row, column) pixel spacing of the sagittal images in mm on the model grid; None when unknown,
+    # as for challenge PNGs, which carry no spacing.
+    sagittal_spacing_mm: Optional[Tuple[float, float]] = None
+    # Where each image came from: "sag/5", "tra/C2-3", ... -> path (or series description).
+    sources: Mapping[str, str] = field(default_factory=dict)
+    warnings: Tuple[str, ...] = ()
+
+    def __post_init__(self):
+        missing = [s for s in SAGITTAL_SLICES if s not in self.sagittal]
+        if missing:
+            raise ValueError(f"Study {self.patient_id}: sagittal slice(s) {missing} missing")
+        unknown = [p for p in self.axial if p not in CANAL_POSITIONS]
+        if unknown:
+            raise ValueError(f"Study {self.patient_id}: unknown axial position(s) {unknown}")
+
+    @property
+    def mid_sagittal(self) -> np.ndarray:
+        return self.sagittal[MID_SAGITTAL_SLICE]
+
+    def sagittal_stack(self) -> np.ndarray:
+        """Slices 5, 6, 7 stacked as (3, H, W)."""
+        return np.stack([self.sagittal[s] for s in SAGITTAL_SLICES])
+
+    @property
+    def missing_axial(self) -> Tuple[str, ...]:
+        return tuple(p for p in CANAL_POSITIONS if p not in self.axial)
