@@ -1,0 +1,1 @@
+"""Evaluation: the CervAI challenge metric and the `pipeline.py evaluate` report."""
