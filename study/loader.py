@@ -1,0 +1,501 @@
+"""Load challenge-layout patients ({id}/sag/{5,6,7}.png, {id}/tra/{2,2-3,...,7}.png) into Study objects."""
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import StudyError
+from .levels import CANAL_POSITIONS, IMAGE_SIZE, SAGITTAL_SLICES, axial_file_stem
+from .study import Study
+
+PathLike = Union[str, Path]
+log = logging.getLogger(__name__)
+
+SAGITTAL_DIR = "sag"
+AXIAL_DIR = "tra"
+IMAGE_SUFFIX = ".png"
+# Accepted with a warning when the .png itself is absent: some exports re-encode the images.
+OTHER_IMAGE_SUFFIXES: Tuple[str, ...] = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# Far above any MRI slice, far below what would exhaust memory: larger headers are refused before
+# decoding, since a tiny PNG can claim gigapixels (decompression bomb).
+MAX_PIXELS = 50_000_000
+# Litter from archivers and file browsers; never a patient or an image.
+_IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+_HIGH_DEPTH_MODES = {"I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit",
+                     "I": "32-bit integer", "F": "floating-point"}
+
+
+@dataclass(frozen=True)
+class StudyReport:
+    """What inspecting one patient folder found: the Study when usable, else every error at once."""
+
+    patient_id: str
+    path: Path
+    study: Optional[Study] = field(repr=False)
+    errors: Tuple[StudyError, ...]
+    warnings: Tuple[str, ...]
+    sagittal_found: int  # sagittal images that loaded
+    axial_found: int     # axial images that loaded
+
+    @property
+    def usable(self) -> bool:
+        return self.study is not None
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding patients
+# ----------------------------------------------------------------------------------------------
+
+def patient_id_of(patient_dir: PathLike) -> str:
+    """The patient id: the folder's own name (abspath, not resolve, so '.' works and links keep their name)."""
+    return Path(os.path.abspath(patient_dir)).name
+
+
+def find_patients(root: PathLike) -> List[Path]:
+    """The patient folders under `root`: [root] itself when it has sag/ or tra/, else its sub-folders.
+
+    Sub-folders are sorted by name; hidden entries and plain files (labels.json, boxes.json) are
+    ignored. Every other sub-folder counts as a patient, so a broken one is reported, not skipped.
+    Raises StudyError when root does not exist, is not a folder, or holds no patient folder.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise StudyError("input folder does not exist", path=root)
+    if not root.is_dir():
+        raise StudyError("input is not a folder; expected a patient folder or a folder of patients",
+                         path=root)
+    entries = _entries(root, None)
+    if _layout_dir(entries, SAGITTAL_DIR) or _layout_dir(entries, AXIAL_DIR):
+        return [root]
+    try:
+        visited = {root.resolve(strict=True)}
+    except (OSError, RuntimeError) as e:
+        raise StudyError(f"cannot resolve the input folder ({_reason(e)})", path=root) from None
+    patients: List[Path] = []
+    for entry in entries:
+        if not entry.is_dir():  # False for files, broken links and link loops alike
+            continue
+        try:
+            real = entry.resolve(strict=True)
+        except (OSError, RuntimeError) as e:
+            log.warning("skipping %s: cannot resolve it (%s)", entry, _reason(e))
+            continue
+        # A link back to the root or to a folder already listed would read one patient twice.
+        if real in visited:
+            log.warning("skipping %s: it links to %s, which is already included", entry, real)
+            continue
+        visited.add(real)
+        patients.append(entry)
+    if not patients:
+        if _loose_images(entries):
+            raise StudyError("holds images but no sag/ or tra/ folder; expected "
+                             f"{_layout_hint()}", path=root)
+        raise StudyError(f"holds no patient folder; expected {_layout_hint()}, or a folder of such "
+                         "patient folders", path=root)
+    return patients
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading one patient
+# ----------------------------------------------------------------------------------------------
+
+def load_study(patient_dir: PathLike, require_all_axial: bool = True) -> Study:
+    """Load one challenge-layout patient; raises one StudyError naming the patient and the file.
+
+    With require_all_axial=False a missing or unusable axial image only warns and its position is
+    left out of Study.axial; missing or unusable sagittal slices are always errors.
+    """
+    report = inspect_study(patient_dir, require_all_axial)
+    if report.study is None:
+        first = report.errors[0]
+        more = len(report.errors) - 1
+        if more:
+            # Fail on the first problem, but say there are more so the user runs `validate`.
+            raise StudyError(f"{first.problem} (and {more} more problem(s); run `pipeline.py validate` "
+                             "to list them)", patient=first.patient, path=first.path)
+        raise first
+    return report.study
+
+
+def load_batch(root: PathLike, require_all_axial: bool = True
+               ) -> Iterator[Tuple[Path, Union[Study, StudyError]]]:
+    """Yield (patient_dir, Study or StudyError) for every patient under root, in find_patients order.
+
+    An unusable root raises StudyError at the call, not at the first next(); a bad patient never
+    stops the batch.
+    """
+    patients = find_patients(root)
+    return _load_each(patients, require_all_axial)
+
+
+def _load_each(patients: Sequence[Path], require_all_axial: bool
+               ) -> Iterator[Tuple[Path, Union[Study, StudyError]]]:
+    for patient_dir in patients:
+        try:
+            yield patient_dir, load_study(patient_dir, require_all_axial)
+        except StudyError as e:
+            yield patient_dir, e
+        except Exception as e:  # a bug in one patient must not lose the rest of the batch
+            log.exception("unexpected error loading %s", patient_dir)
+            yield patient_dir, StudyError(f"unexpected error ({type(e).__name__}: {e})",
+                                          patient=patient_id_of(patient_dir), path=patient_dir)
+
+
+def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> StudyReport:
+    """Check one patient folder and load what it can; never raises StudyError (errors are collected)."""
+    patient_dir = Path(patient_dir)
+    pid = patient_id_of(patient_dir)
+    errors: List[StudyError] = []
+    notes: List[str] = []
+    sagittal: Dict[int, np.ndarray] = {}
+    axial: Dict[str, np.ndarray] = {}
+    sources: Dict[str, str] = {}
+
+    def finish() -> StudyReport:
+        study = None
+        if not errors:
+            study = Study(patient_id=pid, sagittal=sagittal, axial=axial, sources=sources,
+                          warnings=tuple(notes))
+        return StudyReport(pid, patient_dir, study, tuple(errors), tuple(notes), len(sagittal), len(axial))
+
+    def error(message: str, path: Path) -> None:
+        errors.append(StudyError(message, patient=pid, path=path))
+
+    def rel(path: Path) -> str:
+        return _relative(path, patient_dir)
+
+    if not patient_dir.exists():
+        error("patient folder does not exist", patient_dir)
+        return finish()
+    if not patient_dir.is_dir():
+        error("not a folder; expected a patient folder with sag/ and tra/", patient_dir)
+        return finish()
+    try:
+        entries = _entries(patient_dir, pid)
+    except StudyError as e:
+        errors.append(e)
+        return finish()
+    if not entries:
+        error(f"patient folder is empty; expected {_layout_hint()}", patient_dir)
+        return finish()
+
+    sag_dir = _layout_dir(entries, SAGITTAL_DIR)
+    tra_dir = _layout_dir(entries, AXIAL_DIR)
+    if sag_dir is None and tra_dir is None:
+        loose = _loose_images(entries)
+        if loose:
+            error(f"images lie directly in the patient folder ({_names(loose)}); expected {_layout_hint()}",
+                  patient_dir)
+        elif any(_layout_dir(_entries_quiet(e), SAGITTAL_DIR) for e in entries if e.is_dir()):
+            error("looks like a folder of patients, not one patient; point --input at it as a batch",
+                  patient_dir)
+        else:
+            error(f"no sag/ or tra/ folder (found {_names(entries)}); expected {_layout_hint()}",
+                  patient_dir)
+        return finish()
+    for found, expected in ((sag_dir, SAGITTAL_DIR), (tra_dir, AXIAL_DIR)):
+        if found is not None and found.name != expected:
+            notes.append(f"{rel(found)}: folder named {found.name!r}, expected {expected!r}")
+    unexpected = [e for e in entries if e not in (sag_dir, tra_dir)]
+    if unexpected:
+        notes.append(f"{pid}/: unexpected entries ignored: {_names(unexpected)}")
+
+    # Sagittal slices: every one is required.
+    if sag_dir is None:
+        error(f"sagittal folder {SAGITTAL_DIR}/ is missing", patient_dir / SAGITTAL_DIR)
+    else:
+        try:
+            sag_entries = _entries(sag_dir, pid)
+        except StudyError as e:
+            errors.append(e)
+            sag_entries = None
+        if sag_entries is not None:
+            used: List[Path] = []
+            for s in SAGITTAL_SLICES:
+                path, note = _find_image(sag_entries, str(s))
+                if path is None:
+                    error(f"missing sagittal slice {s} ({SAGITTAL_DIR}/{s}{IMAGE_SUFFIX})",
+                          sag_dir / f"{s}{IMAGE_SUFFIX}")
+                    continue
+                used.append(path)
+                if note:
+                    notes.append(f"{rel(path)}: {note}")
+                try:
+                    image, image_notes = read_image(path, patient=pid, name=rel(path))
+                except StudyError as e:
+                    errors.append(e)
+                    continue
+                sagittal[s] = image
+                sources[f"{SAGITTAL_DIR}/{s}"] = str(path)
+                notes.extend(image_notes)
+            _note_unexpected(sag_entries, used, sag_dir, rel, notes)
+
+    # Axial images: required, or else left out with a warning (later stages grade from sagittal).
+    def axial_problem(message: str, path: Path) -> None:
+        if require_all_axial:
+            error(message, path)
+        else:
+            notes.append(f"{rel(path)}: {message}; left out")
+
+    if tra_dir is None:
+        axial_problem(f"axial folder {AXIAL_DIR}/ is missing (all {len(CANAL_POSITIONS)} positions)",
+                      patient_dir / AXIAL_DIR)
+    else:
+        try:
+            tra_entries = _entries(tra_dir, pid)
+        except StudyError as e:
+            axial_problem(e.problem, tra_dir)
+            tra_entries = None
+        if tra_entries is not None:
+            used = []
+            for position in CANAL_POSITIONS:
+                stem = axial_file_stem(position)
+                path, note = _find_image(tra_entries, stem)
+                if path is None:
+                    axial_problem(f"missing axial image for {position}", tra_dir / f"{stem}{IMAGE_SUFFIX}")
+                    continue
+                used.append(path)
+                if note:
+                    notes.append(f"{rel(path)}: {note}")
+                try:
+                    image, image_notes = read_image(path, patient=pid, name=rel(path))
+                except StudyError as e:
+                    axial_problem(e.problem, path)
+                    continue
+                axial[position] = image
+                sources[f"{AXIAL_DIR}/{position}"] = str(path)
+                notes.extend(image_notes)
+            _note_unexpected(tra_entries, used, tra_dir, rel, notes)
+    return finish()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading one image
+# ----------------------------------------------------------------------------------------------
+
+def read_image(path: PathLike, patient: Optional[str] = None, name: Optional[str] = None,
+               size: int = IMAGE_SIZE) -> Tuple[np.ndarray, List[str]]:
+    """Read one image as a (size, size) float32 array in [0, 1], plus warnings naming the file.
+
+    8-bit grayscale is divided by 255; 16-bit/32-bit/float is rescaled from its minimum to its 99.9th
+    percentile (clipped); colour and palette images become luminance; other sizes are resized.
+    Anything unreadable raises StudyError(patient=patient, path=path); no PIL/OS error escapes.
+    """
+    path = Path(path)
+    name = name or str(path)
+
+    def fail(message: str) -> StudyError:
+        return StudyError(message, patient=patient, path=path)
+
+    if path.is_dir():
+        raise fail("is a folder, not an image")
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise fail("file not found (or a broken link)") from None
+    except PermissionError:
+        raise fail("cannot read file: permission denied") from None
+    except OSError as e:
+        raise fail(f"cannot read file ({_reason(e)})") from None
+
+    notes: List[str] = []
+    with handle, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            img = Image.open(handle)
+        except Image.DecompressionBombError as e:
+            raise fail(f"image too large to decode safely ({e})") from None
+        except UnidentifiedImageError:
+            raise fail("not an image (expected an 8-bit grayscale PNG)") from None
+        except Exception as e:  # PIL raises SyntaxError, ValueError, OSError... on broken headers
+            raise fail(f"cannot open image ({type(e).__name__}: {e})") from None
+        with img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise fail(f"image claims {width}x{height} pixels, above the {MAX_PIXELS // 1_000_000} MP "
+                           "limit; not decoded (possible decompression bomb)")
+            if width < 1 or height < 1:
+                raise fail(f"image has no pixels ({width}x{height})")
+            try:
+                # PIL decodes lazily: force the full decode here so truncation surfaces as our error.
+                img.load()
+                image, mode_notes = _to_unit_gray(img)
+            except StudyError as e:
+                raise fail(e.problem) from None
+            except Exception as e:  # truncated data, bad CRC, zlib errors, MemoryError...
+                raise fail(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
+            if img.format != "PNG":
+                notes.append(f"{name}: stored as {img.format or 'unknown format'}, not PNG")
+            if getattr(img, "n_frames", 1) > 1:
+                notes.append(f"{name}: holds {img.n_frames} frames; only the first is used")
+    notes.extend(f"{name}: {n}" for n in mode_notes)
+    for w in caught:
+        if not issubclass(w.category, Image.DecompressionBombWarning):  # covered by MAX_PIXELS
+            notes.append(f"{name}: decoder warning: {w.message}")
+
+    if image.shape != (size, size):
+        notes.append(f"{name}: {width}x{height} image resized to {size}x{size}"
+                     + ("" if width == height else " (aspect ratio not kept)"))
+        image = _resize(image, size)
+    return np.require(image, np.float32, ["C", "W"]), notes
+
+
+def _to_unit_gray(img: Image.Image) -> Tuple[np.ndarray, List[str]]:
+    """A decoded PIL image as a 2-D float32 array in [0, 1], with notes on any conversion."""
+    mode = img.mode
+    notes: List[str] = []
+    if mode == "L":
+        raw = np.asarray(img)
+        image = raw.astype(np.float32) / 255.0
+    elif mode in _HIGH_DEPTH_MODES:
+        raw = np.asarray(img).astype(np.float64)
+        image, lo, hi, n_bad = _robust_rescale(raw)
+        notes.append(f"{_HIGH_DEPTH_MODES[mode]} image (mode {mode}) rescaled to [0, 1] from "
+                     f"[{lo:g}, {hi:g}] (minimum to 99.9th percentile, clipped)")
+        if n_bad:
+            notes.append(f"{n_bad} non-finite pixel(s) set to 0")
+    elif mode in ("LA", "La"):
+        raw = np.asarray(img.getchannel("L"))
+        image = raw.astype(np.float32) / 255.0
+        notes.append(f"grayscale image with alpha (mode {mode}); alpha ignored")
+    elif mode == "1":
+        raw = np.asarray(img.convert("L"))
+        image = raw.astype(np.float32) / 255.0
+        notes.append("1-bit (black and white) image")
+    else:
+        try:
+            gray = img.convert("L")
+        except Exception:
+            try:  # some modes (CMYK, LAB, HSV) convert to L only by way of RGB
+                gray = img.convert("RGB").convert("L")
+            except Exception as e:
+                raise StudyError(f"unsupported image mode {mode} ({e})") from None
+        raw = np.asarray(gray)
+        image = raw.astype(np.float32) / 255.0
+        same = ""
+        if mode in ("RGB", "RGBA", "RGBX"):
+            channels = np.asarray(img)[..., :3]
+            if np.array_equal(channels[..., 0], channels[..., 1]) and \
+                    np.array_equal(channels[..., 1], channels[..., 2]):
+                same = " (its colour channels are identical, so nothing was lost)"
+        notes.append(f"{mode} image converted to grayscale luminance{same}")
+    if raw.ndim != 2:
+        raise StudyError(f"unexpected image shape {raw.shape} for mode {mode}")
+    finite = raw[np.isfinite(raw)] if raw.dtype.kind == "f" else raw
+    if finite.size and finite.min() == finite.max():
+        notes.append(f"all pixels have the same value ({finite.flat[0]:g}); the image carries no information")
+    return image.astype(np.float32, copy=False), notes
+
+
+def _robust_rescale(raw: np.ndarray) -> Tuple[np.ndarray, float, float, int]:
+    """Map [min, 99.9th percentile] to [0, 1], clipped; a few hot pixels must not darken the image."""
+    finite = np.isfinite(raw)
+    n_bad = int(raw.size - np.count_nonzero(finite))
+    values = raw[finite]
+    if values.size == 0:
+        return np.zeros(raw.shape, np.float32), 0.0, 0.0, n_bad
+    lo = float(values.min())
+    hi = float(np.percentile(values, 99.9))
+    if hi <= lo:  # most pixels equal: fall back to the full range
+        hi = float(values.max())
+    if hi <= lo:
+        return np.zeros(raw.shape, np.float32), lo, hi, n_bad
+    out = np.clip((np.where(finite, raw, lo) - lo) / (hi - lo), 0.0, 1.0)
+    return out.astype(np.float32), lo, hi, n_bad
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    height, width = image.shape
+    # Area averaging when shrinking (no aliasing), bilinear when enlarging.
+    resample = Image.Resampling.BOX if width >= size and height >= size else Image.Resampling.BILINEAR
+    out = np.asarray(Image.fromarray(np.ascontiguousarray(image, np.float32)).resize((size, size), resample))
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folder helpers
+# ----------------------------------------------------------------------------------------------
+
+def _is_ignored(name: str) -> bool:
+    return name.startswith(".") or name in _IGNORED_NAMES
+
+
+def _entries(folder: Path, patient: Optional[str]) -> List[Path]:
+    """Visible entries of a folder, sorted by name; StudyError when it cannot be listed."""
+    try:
+        names = os.listdir(folder)
+    except OSError as e:
+        raise StudyError(f"cannot list folder ({_reason(e)})", patient=patient, path=folder) from None
+    return [folder / n for n in sorted(names) if not _is_ignored(n)]
+
+
+def _entries_quiet(folder: Path) -> List[Path]:
+    try:
+        return _entries(folder, None)
+    except StudyError:
+        return []
+
+
+def _layout_dir(entries: Sequence[Path], name: str) -> Optional[Path]:
+    """The sub-folder called `name`, matched exactly first, then ignoring case (SAG/, Tra/)."""
+    for exact in (True, False):
+        for e in entries:
+            if (e.name == name if exact else e.name.lower() == name) and e.is_dir():
+                return e
+    return None
+
+
+def _find_image(entries: Sequence[Path], stem: str) -> Tuple[Optional[Path], Optional[str]]:
+    """The image for `stem`: '{stem}.png', else the same name in another case or image suffix."""
+    wanted = stem + IMAGE_SUFFIX
+    for e in entries:
+        if e.name == wanted:
+            return e, None
+    for e in entries:
+        if e.name.lower() == wanted:
+            return e, f"named {e.name!r}, expected {wanted!r}"
+    for e in entries:
+        if e.stem == stem and e.suffix.lower() in OTHER_IMAGE_SUFFIXES:
+            return e, f"used in place of the missing {wanted!r}"
+    return None, None
+
+
+def _loose_images(entries: Sequence[Path]) -> List[Path]:
+    suffixes = (IMAGE_SUFFIX,) + OTHER_IMAGE_SUFFIXES
+    return [e for e in entries if e.suffix.lower() in suffixes and not e.is_dir()]
+
+
+def _note_unexpected(entries: Sequence[Path], used: Sequence[Path], folder: Path, rel, notes: List[str]) -> None:
+    extra = [e for e in entries if e not in used]
+    if extra:
+        notes.append(f"{rel(folder)}: unexpected entries ignored: {_names(extra)}")
+
+
+def _names(paths: Sequence[Path], limit: int = 6) -> str:
+    names = [p.name + ("/" if p.is_dir() else "") for p in paths[:limit]]
+    if len(paths) > limit:
+        names.append(f"... {len(paths) - limit} more")
+    return ", ".join(names)
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _layout_hint() -> str:
+    return (f"{SAGITTAL_DIR}/{{{','.join(map(str, SAGITTAL_SLICES))}}}{IMAGE_SUFFIX} and "
+            f"{AXIAL_DIR}/{{{','.join(axial_file_stem(p) for p in CANAL_POSITIONS)}}}{IMAGE_SUFFIX}")
+
+
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or f"{type(e).__name__}: {e}"
