@@ -221,7 +221,7 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> Stud
             for s in SAGITTAL_SLICES:
                 path, note = _find_image(sag_entries, str(s))
                 if path is None:
-                    error(f"missing sagittal slice {s} ({SAGITTAL_DIR}/{s}{IMAGE_SUFFIX})",
+                    error(f"missing sagittal slice {s}",
                           sag_dir / f"{s}{IMAGE_SUFFIX}")
                     continue
                 used.append(path)
