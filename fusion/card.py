@@ -1,0 +1,82 @@
+"""MODEL_CARD.md for a trained fusion model, written from the metadata saved beside its weights."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from study.levels import ALIGNMENT_CLASSES, CURVATURE_CLASSES
+
+
+def _ms(d: Mapping[str, object], key: str) -> str:
+    v = d.get(key) if d else None
+    if not v:
+        return "not run"
+    return f"{v['mean']:.3f} ± {v['sd']:.3f} (per repeat: {', '.join(f'{x:.3f}' for x in v['per_repeat'])})"
+
+
+def model_card_text(meta: Mapping[str, object]) -> str:
+    cfg = meta.get("config", {})
+    cv = meta.get("cv") or {}
+    priors = ", ".join(f"{c} ×{w:.2f}" for c, w in zip(CURVATURE_CLASSES, meta.get("curvature_priors", [])))
+    counts_c = ", ".join(f"{c} {n}" for c, n in zip(CURVATURE_CLASSES, meta.get("curvature_counts", [])))
+    counts_a = ", ".join(f"{c} {n}" for c, n in zip(ALIGNMENT_CLASSES, meta.get("alignment_counts", [])))
+    skipped = meta.get("skipped_patients") or {}
+    lines = [
+        "# Fusion model: cervical curvature and alignment from C2-C7 geometry",
+        "",
+        "Two LightGBM boosters (text format, no pickle) on the named columns of `fusion.geometry.curve_features`",
+        "(plus any extra columns listed in `fusion.json`): curvature (3 classes: "
+        f"{', '.join(CURVATURE_CLASSES)}) and alignment (poor vs acceptable).",
+        "",
+        "## Data",
+        f"- Trained on: {meta.get('data')}; {meta.get('n_patients')} patients "
+        f"(curvature: {counts_c}; alignment: {counts_a}).",
+        f"- boxes sha256 `{meta.get('boxes_sha256')}`, labels sha256 `{meta.get('labels_sha256')}`.",
+        f"- Patients left out (unusable boxes): {len(skipped)}"
+        + ("".join(f"\n  - {pid}: {why}" for pid, why in skipped.items()) if skipped else "."),
+        f"- Box convention: boxes carry {meta.get('box_padding_px')} px padding on every side (the challenge's",
+        "  \"expanded by 3 px\"); it is stripped before measuring. Other box sources must say their padding.",
+        "",
+        "## Cross-validation (repeated stratified, nested tuning)",
+        f"- {cv.get('n_repeats', 0)} repeats × {cv.get('n_folds', 0)} folds, stratified on curvature × alignment;",
+        "  class priors (curvature) and the poor-alignment threshold are tuned on inner out-of-fold scores of",
+        "  each outer training part only; the reported folds are never used for tuning.",
+        f"- Curvature macro-F1: {_ms(cv, 'curvature_macro_f1')}",
+        f"- Curvature macro-F1 with plain argmax (no prior tuning): {_ms(cv, 'curvature_macro_f1_untuned')}",
+        f"- Alignment F1 of class 0 (poor): {_ms(cv, 'alignment_poor_f1')}; mean sd over the folds inside a",
+        f"  repeat {cv.get('alignment_poor_f1_fold_sd_mean', 'n/a')}",
+        f"- Alignment AUC (poor vs acceptable): {_ms(cv, 'alignment_auc')}",
+        f"- Curvature confusion summed over repeats (rows truth, columns prediction, order "
+        f"{', '.join(CURVATURE_CLASSES)}): {cv.get('curvature_confusion')}",
+        "",
+        "## Shipped decision rules (tuned on inner out-of-fold scores of all training patients)",
+        f"- Curvature prior multipliers: {priors}",
+        f"- Alignment: poor when its score >= {meta.get('alignment_threshold', float('nan')):.4f}",
+        "",
+        "## Settings and provenance",
+        f"- Config: {dict(cfg)}",
+        f"- LightGBM {meta.get('lightgbm_version')}; git commit {meta.get('git_commit')}; "
+        f"format version {meta.get('format_version')}.",
+        "",
+        "## Retrain",
+        "```",
+        "python -m fusion.train --boxes ../shared/data/cervai/train_boxes.json \\",
+        "    --labels ../shared/data/cervai/train_labels.json --out weights/fusion \\",
+        "    --data-name \"real geometry, CervAI 320\"",
+        "```",
+        "",
+        "## Limits",
+        "- Boxes only: alignment is barely visible in axis-aligned boxes; expect a low poor-class F1 without",
+        "  image features (`fusion.image_features`), which this shipped model does not use (the CervAI release",
+        "  here has no images).",
+        "- Angles assume square pixels; mm columns exist only with known spacing and are not model inputs here.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(out_dir: Path, meta: Mapping[str, object]) -> None:
+    path = Path(out_dir) / "MODEL_CARD.md"
+    tmp = path.with_name(".MODEL_CARD.md.tmp")
+    tmp.write_text(model_card_text(meta), encoding="utf-8")
+    tmp.replace(path)
