@@ -1,0 +1,131 @@
+"""Write phantom patients in the challenge layout, with labels.json, boxes.json and phantom.json."""
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from study.challenge import (
+    PatientBoxes, PatientLabels, read_box_file, read_labels, write_box_file, write_json_atomic, write_labels,
+)
+from study.errors import InputError
+from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, axial_file_stem
+
+from .render import RenderedPatient, render_patient
+from .statistical_model import sample_patient
+
+GENERATOR_VERSION = "1"
+LABELS_FILE, BOXES_FILE, META_FILE = "labels.json", "boxes.json", "phantom.json"
+
+
+def patient_rng(seed: int, index: int) -> np.random.Generator:
+    """Each patient has its own stream, so patient i is the same whatever N or worker order."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index]))
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """What to render for one patient: its geometry and labels, and where its randomness comes from."""
+
+    index: int
+    boxes: PatientBoxes
+    labels: PatientLabels
+
+
+def builtin_specs(n: int, seed: int) -> List[PhantomSpec]:
+    """Patients drawn from the built-in statistical model (no ../shared needed)."""
+    specs = []
+    for i in range(n):
+        rng = patient_rng(seed, 1_000_000 + i)
+        boxes, labels = sample_patient(rng, f"phantom-s{seed}-{i:04d}")
+        specs.append(PhantomSpec(i, boxes, labels))
+    return specs
+
+
+def real_geometry_specs(boxes_file: Path, labels_file: Path, n: Optional[int]) -> List[PhantomSpec]:
+    """Patients with the geometry and labels of a challenge box + label file, in box-file order."""
+    contents = read_box_file(boxes_file)
+    if contents.errors:
+        raise InputError(f"{len(contents.errors)} patient(s) with bad boxes, first: {contents.errors[0]}",
+                         path=boxes_file)
+    labels = {l.patient_id: l for l in read_labels(labels_file)}
+    specs = [PhantomSpec(i, b, labels[b.patient_id])
+             for i, b in enumerate(p for p in contents.patients if p.patient_id in labels)]
+    if not specs:
+        raise InputError("no patient id appears in both the box file and the label file", path=boxes_file)
+    return specs[:n] if n is not None else specs
+
+
+def render_spec(spec: PhantomSpec, seed: int) -> RenderedPatient:
+    return render_patient(spec.boxes, spec.labels, patient_rng(seed, spec.index))
+
+
+def _save_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_patient(out_dir: Path, rendered: RenderedPatient) -> None:
+    """One patient folder in the challenge layout: sag/{5,6,7}.png and tra/{2,2-3,...,7}.png."""
+    root = out_dir / rendered.labels.patient_id
+    for s in SAGITTAL_SLICES:
+        _save_png(root / "sag" / f"{s}.png", rendered.sagittal[s])
+    for p in CANAL_POSITIONS:
+        _save_png(root / "tra" / f"{axial_file_stem(p)}.png", rendered.axial[p])
+
+
+def _render_and_write(args: Tuple[PhantomSpec, int, Path]) -> Tuple[PatientLabels, PatientBoxes, dict]:
+    spec, seed, out_dir = args
+    r = render_spec(spec, seed)
+    write_patient(out_dir, r)
+    meta = {"id": spec.labels.patient_id, "sagittal_spacing_mm": round(r.spacing_mm, 4),
+            "axial_spacing_mm": round(r.axial_spacing_mm, 4),
+            "listhesis_level": r.anatomy.listhesis_level, "listhesis_mm": round(r.anatomy.listhesis_mm, 3)}
+    return r.labels, r.boxes, meta
+
+
+def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, workers: int = 1,
+             progress: bool = False) -> Tuple[List[PatientLabels], List[PatientBoxes]]:
+    """Render and write every patient, then the batch files. Returns labels and measured boxes."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(spec, seed, out_dir) for spec in specs]
+    results: Iterator
+    if workers > 1 and len(jobs) > 1:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_render_and_write, jobs, chunksize=4)
+    else:
+        pool = None
+        results = map(_render_and_write, jobs)
+    if progress:
+        from tqdm import tqdm
+        results = tqdm(results, total=len(jobs), desc="phantom", unit="patient")
+    labels, boxes, metas = [], [], []
+    try:
+        for l, b, m in results:
+            labels.append(l)
+            boxes.append(b)
+            metas.append(m)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    write_labels(out_dir / LABELS_FILE, labels)
+    write_box_file(out_dir / BOXES_FILE, boxes)
+    write_json_atomic(out_dir / META_FILE, {
+        "generator": "cervical-spine phantom", "version": GENERATOR_VERSION, "seed": seed, "mode": mode,
+        "note": "boxes.json holds the boxes measured on the rendered images (tight box + 3 px), "
+                "which match the source geometry to about a pixel",
+        "patients": metas})
+    return labels, boxes
