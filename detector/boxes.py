@@ -1,0 +1,73 @@
+"""The LevelBoxes hand-off: one box per vertebra C2..C7 on each sagittal slice, plus the five disc boxes."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Mapping, Tuple
+
+from study.challenge import Box, PatientBoxes
+from study.levels import DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
+
+# Challenge boxes are the tight vertebra box grown by this much on every side (see ../shared README).
+BOX_PADDING_PX = 3.0
+MIN_DISC_GAP_PX = 2.0
+
+
+@dataclass(frozen=True)
+class LevelBox:
+    """A located level: its box, how sure we are, and whether it was filled in from its neighbours."""
+
+    box: Box
+    confidence: float = 1.0
+    interpolated: bool = False
+
+
+def disc_box_between(upper: Box, lower: Box) -> Box:
+    """The disc box between two vertebra boxes (same padding convention as the vertebra boxes).
+
+    Rule: the disc spans from the upper body's lower edge to the lower body's upper edge (each taken
+    without the 3 px padding, at least MIN_DISC_GAP_PX apart), is as wide as the mean of the two
+    bodies and is centred between them; then it gets the same 3 px padding as the vertebra boxes.
+    """
+    top = upper.y2 - BOX_PADDING_PX
+    bottom = lower.y1 + BOX_PADDING_PX
+    if bottom - top < MIN_DISC_GAP_PX:
+        mid = (top + bottom) / 2
+        top, bottom = mid - MIN_DISC_GAP_PX / 2, mid + MIN_DISC_GAP_PX / 2
+    cx = (upper.cx + lower.cx) / 2
+    half_w = (upper.width + lower.width) / 4
+    return Box(cx - half_w, top - BOX_PADDING_PX, cx + half_w, bottom + BOX_PADDING_PX)
+
+
+def disc_boxes(vertebrae: Mapping[str, Box]) -> Dict[str, Box]:
+    return {d: disc_box_between(vertebrae[a], vertebrae[b]) for d in DISCS for a, b in [disc_neighbours(d)]}
+
+
+@dataclass(frozen=True)
+class LevelBoxes:
+    """Every level of one patient: vertebrae[slice][level] and discs[slice][disc], each a LevelBox."""
+
+    patient_id: str
+    vertebrae: Mapping[int, Mapping[str, LevelBox]]
+    discs: Mapping[int, Mapping[str, LevelBox]]
+    warnings: Tuple[str, ...] = ()
+
+    @staticmethod
+    def from_patient_boxes(boxes: PatientBoxes) -> "LevelBoxes":
+        """Given (ground-truth or user) vertebra boxes: confidence 1, discs derived by disc_box_between."""
+        vert = {s: {lv: LevelBox(boxes.boxes[s][lv]) for lv in VERTEBRAE} for s in SAGITTAL_SLICES}
+        discs = {s: {d: LevelBox(b) for d, b in disc_boxes(boxes.boxes[s]).items()} for s in SAGITTAL_SLICES}
+        return LevelBoxes(boxes.patient_id, vert, discs)
+
+    def as_patient_boxes(self) -> PatientBoxes:
+        return PatientBoxes(self.patient_id, {s: {lv: lb.box for lv, lb in self.vertebrae[s].items()}
+                                              for s in SAGITTAL_SLICES})
+
+    def box(self, position: str, slice_number: int = MID_SAGITTAL_SLICE) -> Box:
+        """The box of a canal position (vertebra or disc) on a slice."""
+        if position in DISCS:
+            return self.discs[slice_number][position].box
+        return self.vertebrae[slice_number][position].box
+
+    @property
+    def interpolated_levels(self) -> Tuple[str, ...]:
+        return tuple(lv for lv in VERTEBRAE if any(self.vertebrae[s][lv].interpolated for s in SAGITTAL_SLICES))
