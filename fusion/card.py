@@ -14,6 +14,23 @@ def _ms(d: Mapping[str, object], key: str) -> str:
     return f"{v['mean']:.3f} ± {v['sd']:.3f} (per repeat: {', '.join(f'{x:.3f}' for x in v['per_repeat'])})"
 
 
+def _box_source_lines(meta: Mapping[str, object]) -> list:
+    rows = meta.get("box_sources")
+    if not rows:
+        return []
+    out = ["## Box sources (paired CV: trained on ground-truth boxes, held-out folds from another source)",
+           "Same folds and seeds as above; delta = per-repeat curvature macro-F1 minus the ground-truth one.",
+           "",
+           "| box source | declared padding px | max abs feature diff | curvature macro-F1 | delta | poor-alignment F1 |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        c, d, a = r["curvature_macro_f1"], r["curvature_delta"], r["alignment_poor_f1"]
+        out.append(f"| {r['name']} | {r['padding_px']:g} | {r['max_abs_feature_diff']:.3g} | "
+                   f"{c[0]:.3f} ± {c[1]:.3f} | {d[0]:+.3f} ± {d[1]:.3f} | {a[0]:.3f} ± {a[1]:.3f} |")
+    out.append("")
+    return out
+
+
 def model_card_text(meta: Mapping[str, object]) -> str:
     cfg = meta.get("config", {})
     cv = meta.get("cv") or {}
@@ -49,6 +66,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"- Curvature confusion summed over repeats (rows truth, columns prediction, order "
         f"{', '.join(CURVATURE_CLASSES)}): {cv.get('curvature_confusion')}",
         "",
+        *_box_source_lines(meta),
         "## Shipped decision rules (tuned on inner out-of-fold scores of all training patients)",
         f"- Curvature prior multipliers: {priors}",
         f"- Alignment: poor when its score >= {meta.get('alignment_threshold', float('nan')):.4f}",

@@ -91,7 +91,7 @@ def _signed_offsets(points: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndar
     return (points - a) @ normal
 
 
-def _step_residuals(x: np.ndarray) -> np.ndarray:
+def step_residuals(x: np.ndarray) -> np.ndarray:
     """Per disc: the jump in x between neighbours minus the mean of the adjacent jumps (curve-explained)."""
     steps = np.diff(x)
     out = np.empty_like(steps)
@@ -155,8 +155,8 @@ def _slice_measures(tight: Mapping[str, Box]) -> Dict[str, float]:
     m["lordosis_sign"] = float(np.sign(m["curvature_index"]))
 
     # Listhesis: posterior/anterior wall jumps at each disc beyond what the curve explains, over body depth.
-    post_res = _step_residuals(post[:, 0]) * -ANTERIOR_SIGN_X / mean_depth
-    ant_res = _step_residuals(ant[:, 0]) * -ANTERIOR_SIGN_X / mean_depth
+    post_res = step_residuals(post[:, 0]) * -ANTERIOR_SIGN_X / mean_depth
+    ant_res = step_residuals(ant[:, 0]) * -ANTERIOR_SIGN_X / mean_depth
     for d, r in zip(DISCS, post_res):
         m[f"posterior_step_{d}"] = float(r)
     m["posterior_step_max"] = float(np.abs(post_res).max())
