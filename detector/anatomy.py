@@ -1,0 +1,308 @@
+"""Anatomical assignment without a network: raw candidates -> one box per level, ordered, gaps filled, flagged."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from study.challenge import Box
+from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
+
+from .boxes import LevelBox, LevelBoxes, disc_box_between
+from .config import DetectorConfig
+
+N_VERT = len(VERTEBRAE)
+
+# Where C2..C7 sit when nothing at all was found (mean challenge geometry, mid slice); only ever used
+# flagged as interpolated with confidence 0, so downstream stages can refuse it.
+FALLBACK_LAYOUT: Tuple[Tuple[float, float, float, float], ...] = (
+    (88.0, 52.0, 110.0, 84.0), (86.0, 82.0, 106.0, 100.0), (85.0, 98.0, 105.0, 116.0),
+    (84.0, 114.0, 104.0, 132.0), (84.0, 130.0, 104.0, 148.0), (85.0, 146.0, 105.0, 164.0),
+)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Raw detections of one pool (vertebrae or discs) on one slice.
+
+    boxes: (K, 4) xyxy pixels. scores: (K, L) score of each candidate for each level of the pool
+    (L = 6 vertebrae or 5 discs), or (K, 1) for a generic class that does not name the level.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self):
+        if self.boxes.ndim != 2 or self.boxes.shape[1] != 4 or self.scores.ndim != 2 \
+                or len(self.scores) != len(self.boxes):
+            raise ValueError(f"Candidates: boxes (K,4) and scores (K,L) expected, got {self.boxes.shape} "
+                             f"and {self.scores.shape}")
+
+    @staticmethod
+    def empty(n_levels: int) -> "Candidates":
+        return Candidates(np.zeros((0, 4), np.float32), np.zeros((0, n_levels), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def cy(self) -> np.ndarray:
+        return (self.boxes[:, 1] + self.boxes[:, 3]) / 2
+
+    @property
+    def cx(self) -> np.ndarray:
+        return (self.boxes[:, 0] + self.boxes[:, 2]) / 2
+
+
+@dataclass(frozen=True)
+class SliceAssignment:
+    """Candidate index per level (-1: none) and the class score that won it."""
+
+    index: Tuple[int, ...]
+    score: Tuple[float, ...]
+
+
+def level_scores(c: Candidates, n_levels: int, tau: float) -> np.ndarray:
+    """(L, K) score of candidate k for level l. A generic pool names no level: its score counts for every
+    level except C2, which only the topmost confident candidate may take (C1 is never boxed)."""
+    if c.scores.shape[1] == n_levels:
+        return c.scores.T.astype(np.float64)
+    s = np.repeat(c.scores[:, :1].T.astype(np.float64), n_levels, 0)
+    confident = np.nonzero(c.scores[:, 0] > tau)[0]
+    s[0] = 0.0
+    if len(confident):
+        top = confident[np.argmin(c.cy[confident])]
+        s[0, top] = c.scores[top, 0]
+    return s
+
+
+def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndarray] = None,
+                  prior_step: Optional[float] = None) -> SliceAssignment:
+    """Pick at most one candidate per level, strictly top to bottom with plausible spacing, maximising
+    the summed (score - assign_min_score) plus a bonus for agreeing with prior_cy (the other slices).
+
+    Dynamic programming over (level, candidate): a level may stay empty at no cost; two levels l' < l
+    may only take candidates i, j when j lies below i by a plausible multiple (l - l') of the body height.
+    """
+    n = N_VERT
+    k = len(c)
+    if k == 0:
+        return SliceAssignment((-1,) * n, (0.0,) * n)
+    order = np.argsort(c.cy, kind="stable")
+    cy = c.cy[order]
+    heights = (c.boxes[order, 3] - c.boxes[order, 1])
+    s = level_scores(c, n, cfg.assign_min_score)[:, order]
+    best_any = s.max(0)
+    # Body height from confident candidates; C2's dens makes its box taller, so a median, not a mean.
+    confident = best_any > cfg.assign_min_score
+    h = float(np.median(heights[confident] if confident.any() else heights))
+    gain = s - cfg.assign_min_score
+    if prior_cy is not None and prior_step:
+        sigma = max(1.0, cfg.consensus_sigma_steps * prior_step)
+        for lv in range(n):
+            if np.isfinite(prior_cy[lv]):
+                gain[lv] += cfg.consensus_weight * np.exp(-0.5 * ((cy - prior_cy[lv]) / sigma) ** 2) * (s[lv] > 0.5 * cfg.assign_min_score)
+    gain[s <= cfg.assign_min_score * 0.5] = -np.inf  # never give a level to a box that does not look like it
+
+    neg = -np.inf
+    best = np.full((n, k), neg)
+    back: Dict[Tuple[int, int], Tuple[int, int]] = {}
+    dy = cy[None, :] - cy[:, None]  # dy[i, j]: how far j lies below i
+    for lv in range(n):
+        for j in range(k):
+            if gain[lv, j] <= 0:
+                continue
+            prev_val, prev = 0.0, None
+            for lp in range(lv):
+                gap = lv - lp
+                ok = (dy[:, j] >= cfg.min_step_ratio * h * gap) & (dy[:, j] <= cfg.max_step_ratio * h * gap)
+                cand = np.where(ok, best[lp], neg)
+                i = int(np.argmax(cand))
+                if cand[i] > prev_val:
+                    prev_val, prev = cand[i], (lp, i)
+            best[lv, j] = gain[lv, j] + prev_val
+            if prev is not None:
+                back[(lv, j)] = prev
+    index = [-1] * n
+    score = [0.0] * n
+    if np.isfinite(best).any() and best.max() > 0:
+        lv, j = np.unravel_index(int(np.argmax(best)), best.shape)
+        state: Optional[Tuple[int, int]] = (int(lv), int(j))
+        while state is not None:
+            lv, j = state
+            index[lv] = int(order[j])
+            score[lv] = float(s[lv, j])
+            state = back.get(state)
+    return SliceAssignment(tuple(index), tuple(score))
+
+
+def median_step(cy: np.ndarray) -> Optional[float]:
+    """Median distance between consecutive level centres, per level step, from the levels present."""
+    idx = np.nonzero(np.isfinite(cy))[0]
+    if len(idx) < 2:
+        return None
+    steps = np.diff(cy[idx]) / np.diff(idx)
+    return float(np.median(steps))
+
+
+def _as_box(xyxy: Sequence[float]) -> Box:
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return Box(x1, y1, max(x2, x1 + 1.0), max(y2, y1 + 1.0))
+
+
+def fill_missing(found: Mapping[int, List[Optional[Tuple[np.ndarray, float]]]]
+                 ) -> Tuple[Dict[int, Dict[str, LevelBox]], List[str]]:
+    """Complete every slice to C2..C7. A missing level takes (1) the same level on the other slices,
+    shifted by how the slices are offset on the levels both have, else (2) a linear inter/extrapolation
+    of its neighbours on the same slice, else (3) the fallback layout. Filled boxes are flagged."""
+    warnings: List[str] = []
+    slices = list(found)
+    out: Dict[int, Dict[str, LevelBox]] = {}
+    centres = {s: np.array([[np.nan, np.nan] if f is None else [(f[0][0] + f[0][2]) / 2, (f[0][1] + f[0][3]) / 2]
+                            for f in found[s]]) for s in slices}
+    for s in slices:
+        levels: Dict[str, LevelBox] = {}
+        for lv_i, lv in enumerate(VERTEBRAE):
+            f = found[s][lv_i]
+            if f is not None:
+                levels[lv] = LevelBox(_as_box(f[0]), float(f[1]), False)
+                continue
+            filled = _from_other_slices(found, centres, s, lv_i) or _from_neighbours(found[s], lv_i)
+            if filled is None:
+                xyxy = FALLBACK_LAYOUT[lv_i]
+                levels[lv] = LevelBox(_as_box(xyxy), 0.0, True)
+                warnings.append(f"slice {s}: {lv} not found anywhere; placed at the population layout")
+            else:
+                levels[lv] = LevelBox(_as_box(filled[0]), filled[1], True)
+                warnings.append(f"slice {s}: {lv} not detected; interpolated ({filled[2]})")
+        out[s] = levels
+    return out, warnings
+
+
+def _from_other_slices(found, centres, s: int, lv_i: int):
+    boxes, confs = [], []
+    for o in found:
+        f = found[o][lv_i]
+        if o == s or f is None:
+            continue
+        both = np.isfinite(centres[s][:, 0]) & np.isfinite(centres[o][:, 0])
+        shift = np.nanmedian(centres[s][both] - centres[o][both], 0) if both.any() else np.zeros(2)
+        boxes.append(np.asarray(f[0], float) + np.array([shift[0], shift[1], shift[0], shift[1]]))
+        confs.append(f[1])
+    if not boxes:
+        return None
+    return np.mean(boxes, 0), 0.5 * float(min(confs)), "from the other slices"
+
+
+def _from_neighbours(levels: List[Optional[Tuple[np.ndarray, float]]], lv_i: int):
+    present = [i for i, f in enumerate(levels) if f is not None]
+    if not present:
+        return None
+    above = [i for i in present if i < lv_i]
+    below = [i for i in present if i > lv_i]
+    box = lambda i: np.asarray(levels[i][0], float)  # noqa: E731
+    ctr = lambda b: np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2])  # noqa: E731
+    if above and below:
+        a, b = above[-1], below[0]
+        t = (lv_i - a) / (b - a)
+        c = (1 - t) * ctr(box(a)) + t * ctr(box(b))
+        # C2's tall box must not set the size of C3, so the size comes from the nearer non-C2 neighbour.
+        src = b if (a == 0 or t > 0.5) else a
+        conf = min(levels[a][1], levels[b][1])
+    else:
+        near = above[-1] if above else below[0]
+        pair = above[-2:] if above else below[:2]
+        if len(pair) == 2:
+            step = (ctr(box(pair[1])) - ctr(box(pair[0]))) / (pair[1] - pair[0])
+        else:
+            step = np.array([0.0, (box(near)[3] - box(near)[1]) * 0.9])
+        c = ctr(box(near)) + step * (lv_i - near)
+        src = near if near != 0 or len(present) == 1 else pair[-1]
+        conf = levels[near][1]
+    w, h = box(src)[2] - box(src)[0], box(src)[3] - box(src)[1]
+    if lv_i == 0 and src != 0:
+        h *= 1.5  # C2 (with the dens) is taller than the bodies below it
+    xyxy = np.array([c[0] - w / 2, c[1] - h / 2, c[0] + w / 2, c[1] + h / 2])
+    return xyxy, 0.5 * float(conf), "from its neighbours on the slice"
+
+
+def assign_discs(vert: Mapping[str, LevelBox], c: Candidates, cfg: DetectorConfig) -> Dict[str, LevelBox]:
+    """Each disc: the best-scoring disc detection lying between its two vertebrae, else the documented
+    rule box (detector.boxes.disc_box_between) flagged interpolated."""
+    out: Dict[str, LevelBox] = {}
+    used = set()
+    for d_i, d in enumerate(DISCS):
+        up, lo = vert[VERTEBRAE[d_i]], vert[VERTEBRAE[d_i + 1]]
+        rule = disc_box_between(up.box, lo.box)
+        chosen = None
+        if cfg.disc_source == "detected" and len(c):
+            col = d_i if c.scores.shape[1] == len(DISCS) else 0
+            mid_x = (up.box.cx + lo.box.cx) / 2
+            half_w = max(up.box.width, lo.box.width) / 2
+            ok = (c.cy > up.box.cy) & (c.cy < lo.box.cy) & (np.abs(c.cx - mid_x) < half_w)
+            sc = np.where(ok, c.scores[:, col], -1.0)
+            for u in used:
+                sc[u] = -1.0
+            j = int(np.argmax(sc))
+            if sc[j] > cfg.assign_min_score:
+                chosen = j
+        if chosen is not None:
+            used.add(chosen)
+            out[d] = LevelBox(_as_box(c.boxes[chosen]), float(c.scores[chosen, col]), False)
+        else:
+            conf = min(up.confidence, lo.confidence)
+            out[d] = LevelBox(rule, conf if cfg.disc_source == "rule" else 0.5 * conf,
+                              cfg.disc_source == "detected" or up.interpolated or lo.interpolated)
+    return out
+
+
+def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: Mapping[int, Candidates],
+             cfg: DetectorConfig) -> LevelBoxes:
+    """All slices of one patient: assign per slice, re-assign with the cross-slice consensus, fill gaps,
+    derive discs, and collect warnings."""
+    slices = [s for s in SAGITTAL_SLICES if s in vert_cands]
+    first = {s: assign_levels(vert_cands[s], cfg) for s in slices}
+    cy = np.array([[vert_cands[s].cy[i] if i >= 0 else np.nan for i in first[s].index] for s in slices])
+    consensus = np.array([np.median(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan for col in cy.T])
+    step = median_step(consensus)
+    final = {s: assign_levels(vert_cands[s], cfg, consensus, step) if step else first[s] for s in slices}
+
+    found: Dict[int, List[Optional[Tuple[np.ndarray, float]]]] = {}
+    for s in slices:
+        a = final[s]
+        found[s] = [None if i < 0 else (vert_cands[s].boxes[i], a.score[lv]) for lv, i in enumerate(a.index)]
+    vertebrae, warnings = fill_missing(found)
+    discs = {s: assign_discs(vertebrae[s], disc_cands.get(s, Candidates.empty(len(DISCS))), cfg) for s in slices}
+    warnings += check_anatomy(vertebrae, cfg)
+    return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings))
+
+
+def check_anatomy(vertebrae: Mapping[int, Mapping[str, LevelBox]], cfg: DetectorConfig) -> List[str]:
+    """Warnings a reader should see: low confidence, out-of-order or implausibly spaced levels, slices that disagree."""
+    out: List[str] = []
+    slices = list(vertebrae)
+    cys = np.array([[vertebrae[s][lv].box.cy for lv in VERTEBRAE] for s in slices])
+    for si, s in enumerate(slices):
+        low = [lv for lv in VERTEBRAE
+               if not vertebrae[s][lv].interpolated and vertebrae[s][lv].confidence < cfg.warn_confidence]
+        if low:
+            out.append(f"slice {s}: low confidence at {', '.join(low)}")
+        steps = np.diff(cys[si])
+        if (steps <= 0).any():
+            out.append(f"slice {s}: levels out of top-to-bottom order")
+            continue
+        med = float(np.median(steps[1:])) if len(steps) > 1 else float(steps[0])  # C2->C3 is longer by nature
+        lo, hi = cfg.warn_step_range
+        odd = [f"{VERTEBRAE[i]}-{VERTEBRAE[i + 1]}" for i in range(1, len(steps)) if not lo <= steps[i] / med <= hi]
+        if odd:
+            out.append(f"slice {s}: implausible spacing between {', '.join(odd)}")
+    if len(slices) > 1:
+        step = float(np.median(np.diff(cys, axis=1)[:, 1:]))
+        spread = np.abs(cys - np.median(cys, 0))
+        for lv_i, lv in enumerate(VERTEBRAE):
+            bad = [slices[i] for i in range(len(slices)) if spread[i, lv_i] > cfg.disagree_steps * step]
+            if bad:
+                out.append(f"{lv}: slice(s) {', '.join(map(str, bad))} disagree with the others by more than "
+                           f"{cfg.disagree_steps:g} level steps")
+    return out

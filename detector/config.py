@@ -1,0 +1,135 @@
+"""The detector's one typed configuration: network, class design, training and assignment thresholds."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from study.levels import DISCS, IMAGE_SIZE, VERTEBRAE
+
+# Class designs the dataset export and the assignment understand. "levels": one class per vertebra
+# and per disc, so the network itself names the level; "generic": one vertebra class and one disc
+# class, levels then come from anatomical order alone (the topmost vertebra is C2).
+CLASS_DESIGNS: Dict[str, Tuple[str, ...]] = {
+    "levels": VERTEBRAE + DISCS,
+    "generic": ("vertebra", "disc"),
+}
+
+
+def class_names(design: str) -> Tuple[str, ...]:
+    if design not in CLASS_DESIGNS:
+        raise ValueError(f"unknown class design {design!r}; expected one of {sorted(CLASS_DESIGNS)}")
+    return CLASS_DESIGNS[design]
+
+
+@dataclass(frozen=True)
+class AppearanceConfig:
+    """Training-time appearance randomisation (sim-to-real); each step fires with its probability."""
+
+    p_gamma: float = 0.8
+    gamma_range: Tuple[float, float] = (0.6, 1.7)
+    p_bias: float = 0.7
+    bias_strength: float = 0.45       # sd of the log-field polynomial coefficients
+    p_contrast: float = 0.8
+    contrast_range: Tuple[float, float] = (0.55, 1.4)
+    brightness_range: Tuple[float, float] = (-0.12, 0.12)
+    p_blur: float = 0.4
+    blur_sigma_range: Tuple[float, float] = (0.3, 1.3)
+    p_resample: float = 0.3           # down- then up-sample: coarser acquisitions than the phantom's
+    resample_range: Tuple[float, float] = (1.2, 2.2)
+    p_noise: float = 0.6
+    noise_range: Tuple[float, float] = (0.0, 0.08)  # Rician noise sd, fraction of full scale
+    p_fov_crop: float = 0.3           # black out everything outside a random window (cropped FOV)
+    p_equalize: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; augmentation defaults suit sagittal MRI (no flips: left-right swaps front and back)."""
+
+    epochs: int = 30
+    batch: int = 32
+    seed: int = 0
+    val_fraction: float = 0.1
+    workers: int = 2
+    threads: Optional[int] = None     # torch CPU threads; None -> all cores
+    device: Optional[str] = None      # None -> CUDA when present, else CPU
+    cache: str = "ram"
+    optimizer: str = "AdamW"
+    lr0: float = 0.002
+    cos_lr: bool = True
+    warmup_epochs: float = 1.0
+    mosaic: float = 0.0               # mosaic tiles break the vertebra count the level classes rely on
+    degrees: float = 8.0
+    translate: float = 0.12
+    scale: float = 0.25
+    shear: float = 2.0
+    hsv_v: float = 0.3
+    fliplr: float = 0.0
+    flipud: float = 0.0
+    patience: int = 100
+    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Network input and the thresholds of the anatomical assignment; shipped as weights/detector/config.json."""
+
+    imgsz: int = IMAGE_SIZE
+    class_design: str = "levels"
+    model_yaml: str = "yolov8n.yaml"
+    # Raw candidates: class-agnostic NMS over boxes whose best score in the pool beats candidate_conf.
+    candidate_conf: float = 0.02
+    nms_iou: float = 0.45
+    max_candidates: int = 40
+    # A level takes a candidate only when its class score beats assign_min_score; else it is filled in.
+    assign_min_score: float = 0.1
+    # Consecutive vertebra centres must be this many median box heights apart (per skipped level too).
+    min_step_ratio: float = 0.45
+    max_step_ratio: float = 2.2
+    # Second pass: bonus for agreeing with the other two slices (weight, and width in level steps).
+    consensus_weight: float = 0.5
+    consensus_sigma_steps: float = 0.35
+    # A slice whose level centre is further than this (in level steps) from the other slices' warns.
+    disagree_steps: float = 0.5
+    # Disc boxes: "detected" keeps a detected disc lying between its vertebrae, else the rule box.
+    disc_source: str = "detected"
+    # Warnings.
+    warn_confidence: float = 0.3
+    warn_step_range: Tuple[float, float] = (0.55, 1.7)   # step / median step on the slice
+    # Inference-time intensity normalisation: this percentile of the slice maps to norm_target.
+    norm_percentile: float = 99.5
+    norm_target: float = 0.95
+
+    def __post_init__(self):
+        class_names(self.class_design)
+        if self.disc_source not in ("detected", "rule"):
+            raise ValueError(f"disc_source must be 'detected' or 'rule', got {self.disc_source!r}")
+        if self.imgsz % 32:
+            raise ValueError(f"imgsz must be a multiple of 32 (YOLO stride), got {self.imgsz}")
+
+    @property
+    def names(self) -> Tuple[str, ...]:
+        return class_names(self.class_design)
+
+
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: Mapping[str, Any]):
+    """Build a config dataclass, rejecting unknown keys (a typo must not silently fall back to a default)."""
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name in known else None
+        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
+            value = from_dict(type(default), value)
+        elif isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,136 @@
+"""Export a challenge-layout folder and its box file into an ultralytics dataset (images/, labels/, data.yaml)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+import yaml
+
+from study.challenge import Box, PatientBoxes, read_box_file
+from study.errors import InputError
+from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE
+
+from .boxes import disc_boxes
+from .config import class_names
+
+PathLike = Union[str, Path]
+SPLIT_FILE = "split.json"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What build_dataset wrote: the data.yaml path and which patients went where."""
+
+    data_yaml: Path
+    train_ids: Tuple[str, ...]
+    val_ids: Tuple[str, ...]
+    class_design: str
+    n_images: int
+
+
+def split_patients(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
+    """Patient-level split: a patient's three slices always land on the same side."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ids = sorted(set(ids))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = int(round(len(ids) * val_fraction))
+    if val_fraction > 0 and n_val == 0 and len(ids) > 1:
+        n_val = 1
+    val = sorted(ids[i] for i in order[:n_val])
+    train = sorted(ids[i] for i in order[n_val:])
+    return train, val
+
+
+def slice_boxes(patient: PatientBoxes, slice_number: int, design: str) -> List[Tuple[int, Box]]:
+    """(class index, box) for every vertebra and disc on one slice, discs by detector.boxes.disc_box_between."""
+    vert = patient.boxes[slice_number]
+    discs = disc_boxes(vert)
+    if design == "levels":
+        out = [(VERTEBRAE.index(lv), vert[lv]) for lv in VERTEBRAE]
+        out += [(len(VERTEBRAE) + DISCS.index(d), discs[d]) for d in DISCS]
+    else:
+        out = [(0, vert[lv]) for lv in VERTEBRAE] + [(1, discs[d]) for d in DISCS]
+    return out
+
+
+def yolo_label_lines(items: Sequence[Tuple[int, Box]], image_size: int = IMAGE_SIZE) -> List[str]:
+    """YOLO txt lines 'cls cx cy w h', normalised, boxes clipped to the image (disc boxes can poke out)."""
+    lines = []
+    for cls, b in items:
+        x1, y1 = max(0.0, b.x1), max(0.0, b.y1)
+        x2, y2 = min(float(image_size), b.x2), min(float(image_size), b.y2)
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            continue
+        cx, cy = (x1 + x2) / 2 / image_size, (y1 + y2) / 2 / image_size
+        w, h = (x2 - x1) / image_size, (y2 - y1) / image_size
+        lines.append(f"{cls} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+    return lines
+
+
+def image_name(patient_id: str, slice_number: int) -> str:
+    return f"{patient_id}_s{slice_number}"
+
+
+def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike, val_fraction: float = 0.1,
+                  seed: int = 0, class_design: str = "levels",
+                  val_ids: Sequence[str] = ()) -> DatasetInfo:
+    """Write out_dir/{images,labels}/{train,val}/, data.yaml and split.json from a challenge-layout folder.
+
+    All three sagittal slices of a patient go to the same split. Patients in the box file without
+    images are skipped with an error listing them (a silent partial dataset would skew the split).
+    `val_ids`, when given, fixes the validation patients instead of drawing them.
+    """
+    layout_dir, out_dir = Path(layout_dir), Path(out_dir)
+    names = class_names(class_design)
+    contents = read_box_file(boxes_file)
+    if contents.errors:
+        raise InputError(f"{len(contents.errors)} patient(s) with bad boxes, first: {contents.errors[0]}",
+                         path=boxes_file)
+    patients: Dict[str, PatientBoxes] = {p.patient_id: p for p in contents.patients}
+    missing = [pid for pid in patients
+               if not all((layout_dir / pid / "sag" / f"{s}.png").is_file() for s in SAGITTAL_SLICES)]
+    if missing:
+        raise InputError(f"{len(missing)} patient(s) in the box file have no sag/5,6,7.png under {layout_dir}: "
+                         f"{missing[:5]}", path=boxes_file)
+    if val_ids:
+        unknown = sorted(set(val_ids) - set(patients))
+        if unknown:
+            raise ValueError(f"val_ids not in the box file: {unknown[:5]}")
+        val = sorted(set(val_ids))
+        train = sorted(set(patients) - set(val))
+    else:
+        train, val = split_patients(list(patients), val_fraction, seed)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)  # a stale image from an earlier export would leak into training
+    n_images = 0
+    for split, ids in (("train", train), ("val", val)):
+        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        (out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for pid in ids:
+            for s in SAGITTAL_SLICES:
+                stem = image_name(pid, s)
+                _link_or_copy(layout_dir / pid / "sag" / f"{s}.png", out_dir / "images" / split / f"{stem}.png")
+                lines = yolo_label_lines(slice_boxes(patients[pid], s, class_design))
+                (out_dir / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+                n_images += 1
+    data = {"path": str(out_dir.resolve()), "train": "images/train", "val": "images/val" if val else "images/train",
+            "nc": len(names), "names": {i: n for i, n in enumerate(names)}, "channels": 3}
+    (out_dir / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    (out_dir / SPLIT_FILE).write_text(json.dumps({"seed": seed, "val_fraction": val_fraction,
+                                                  "class_design": class_design, "train": train, "val": val},
+                                                 indent=1) + "\n")
+    return DatasetInfo(out_dir / "data.yaml", tuple(train), tuple(val), class_design, n_images)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # A hard link costs nothing and cannot go stale the way a symlink into a moved folder can.
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)

@@ -1,0 +1,171 @@
+"""Inference: a Detector loads the weights once, batches slices through YOLO and returns LevelBoxes."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+
+from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
+from study.study import Study
+
+from .anatomy import Candidates, assemble
+from .boxes import LevelBoxes
+from .config import DetectorConfig, from_dict, to_dict
+
+PathLike = Union[str, Path]
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_WEIGHTS_DIR = ROOT / "weights" / "detector"
+WEIGHTS_FILE = "best.pt"
+CONFIG_FILE = "config.json"
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_weights_config(weights_dir: Path, cfg: DetectorConfig, extra: Optional[dict] = None) -> Path:
+    """config.json beside best.pt: input size, normalisation, classes, thresholds and the weights' sha256."""
+    data = {"detector": to_dict(cfg), "classes": list(cfg.names),
+            "input": {"size": cfg.imgsz, "channels": 3, "range": "[0, 1] after percentile normalisation",
+                      "norm_percentile": cfg.norm_percentile, "norm_target": cfg.norm_target},
+            "weights": WEIGHTS_FILE, "sha256": sha256_of(weights_dir / WEIGHTS_FILE)}
+    data.update(extra or {})
+    path = weights_dir / CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def normalise_slice(image: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
+    """Map the slice's high percentile to a fixed grey so scanners' arbitrary intensity scales line up."""
+    img = np.nan_to_num(image.astype(np.float32))
+    img = img - min(0.0, float(img.min()))
+    top = float(np.percentile(img, cfg.norm_percentile))
+    if top > 1e-6:
+        img = img / top * cfg.norm_target
+    return np.clip(img, 0.0, 1.0)
+
+
+class Detector:
+    """YOLO + anatomical assignment. Build with Detector.from_weights(); call predict(study)."""
+
+    def __init__(self, model: torch.nn.Module, config: DetectorConfig, device: Union[str, torch.device] = "cpu",
+                 source: str = ""):
+        self.config = config
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.source = source
+        n_out = len(config.names)
+        self._n_vert_classes = len(VERTEBRAE) if config.class_design == "levels" else 1
+        self._n_classes = n_out
+
+    @classmethod
+    def from_weights(cls, weights_dir: Optional[PathLike] = None, device: Optional[str] = None,
+                     overrides: Optional[dict] = None) -> "Detector":
+        """Load weights_dir/best.pt and config.json (default: the shipped weights/detector)."""
+        weights_dir = Path(weights_dir) if weights_dir is not None else DEFAULT_WEIGHTS_DIR
+        cfg_path, pt = weights_dir / CONFIG_FILE, weights_dir / WEIGHTS_FILE
+        if not pt.is_file():
+            raise FileNotFoundError(f"no detector weights at {pt}")
+        meta = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        cfg_dict = dict(meta.get("detector", {}))
+        cfg_dict.update(overrides or {})
+        cfg = from_dict(DetectorConfig, cfg_dict)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(load_network(pt), cfg, device, source=str(pt))
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def raw(self, images: np.ndarray) -> List[Tuple[Candidates, Candidates]]:
+        """(vertebra, disc) candidates for each image of an (N, H, W) float stack, in image pixels."""
+        cfg = self.config
+        n, h, w = images.shape
+        batch = np.stack([normalise_slice(im, cfg) for im in images])
+        if (h, w) != (cfg.imgsz, cfg.imgsz):
+            batch = np.stack([cv2.resize(im, (cfg.imgsz, cfg.imgsz), interpolation=cv2.INTER_AREA
+                                         if h > cfg.imgsz else cv2.INTER_LINEAR) for im in batch])
+        x = torch.from_numpy(batch).to(self.device)[:, None].expand(-1, 3, -1, -1).contiguous()
+        out = self.model(x)
+        pred = out[0] if isinstance(out, (list, tuple)) else out
+        pred = pred.float().cpu()  # (N, 4 + nc, anchors): xywh in input pixels, per-class sigmoid scores
+        scale = torch.tensor([w / cfg.imgsz, h / cfg.imgsz, w / cfg.imgsz, h / cfg.imgsz])
+        result = []
+        for i in range(n):
+            p = pred[i].T
+            xyxy = torchvision.ops.box_convert(p[:, :4], "cxcywh", "xyxy") * scale
+            scores = p[:, 4:]
+            nv = self._n_vert_classes
+            result.append((self._pool(xyxy, scores[:, :nv]), self._pool(xyxy, scores[:, nv:])))
+        return result
+
+    def _pool(self, xyxy: torch.Tensor, scores: torch.Tensor) -> Candidates:
+        cfg = self.config
+        best = scores.max(1).values
+        keep = best > cfg.candidate_conf
+        xyxy, scores, best = xyxy[keep], scores[keep], best[keep]
+        # Class-agnostic NMS: a box that looks like both C4 and C5 stays one candidate with both scores,
+        # and the assignment, not the NMS, decides which level it is.
+        idx = torchvision.ops.nms(xyxy, best, cfg.nms_iou)[: cfg.max_candidates]
+        return Candidates(xyxy[idx].numpy().astype(np.float64), scores[idx].numpy().astype(np.float64))
+
+    def predict(self, study: Study) -> LevelBoxes:
+        return self.predict_batch([study])[0]
+
+    def predict_batch(self, studies: Sequence[Study], batch_slices: int = 48) -> List[LevelBoxes]:
+        """LevelBoxes for each study; slices of several studies go through the network together."""
+        stacks = [(st.patient_id, st.sagittal_stack()) for st in studies]
+        flat = [(k, si, img) for k, (_, stack) in enumerate(stacks) for si, img in enumerate(stack)]
+        raw: Dict[Tuple[int, int], Tuple[Candidates, Candidates]] = {}
+        shapes = sorted({img.shape for _, _, img in flat})
+        for shape in shapes:  # the loader resamples to 224 already; this only guards odd inputs
+            group = [(k, si, img) for k, si, img in flat if img.shape == shape]
+            for start in range(0, len(group), batch_slices):
+                chunk = group[start:start + batch_slices]
+                for (k, si, _), r in zip(chunk, self.raw(np.stack([g[2] for g in chunk]))):
+                    raw[(k, si)] = r
+        out = []
+        for k, (pid, _) in enumerate(stacks):
+            vert = {s: raw[(k, si)][0] for si, s in enumerate(SAGITTAL_SLICES)}
+            disc = {s: raw[(k, si)][1] for si, s in enumerate(SAGITTAL_SLICES)}
+            out.append(assemble(pid, vert, disc, self.config))
+        return out
+
+
+def load_network(pt: PathLike) -> torch.nn.Module:
+    """The fused, eval-mode network from an ultralytics checkpoint (local file; nothing is fetched)."""
+    from .yolo_env import yolo
+
+    model = yolo()(str(pt)).model
+    model = model.fuse() if hasattr(model, "fuse") else model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.float().eval()
+
+
+_DEFAULT: Optional[Detector] = None
+
+
+def default_detector() -> Detector:
+    """The shipped detector, loaded once per process."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Detector.from_weights()
+    return _DEFAULT
+
+
+def predict(study: Study, detector: Optional[Detector] = None) -> LevelBoxes:
+    """Stage 1 on one Study: exactly one box per level C2..C7 per slice, in order, and the five discs."""
+    return (detector or default_detector()).predict(study)

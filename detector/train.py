@@ -1,0 +1,216 @@
+"""Train the YOLO detector from a .yaml on a challenge-layout folder; write weights, config.json and a model card."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+from .config import DetectorConfig, TrainConfig, to_dict
+from .dataset import DatasetInfo, build_dataset
+from .metrics import DetectorMetrics, evaluate_folder
+from .predict import WEIGHTS_FILE, Detector, write_weights_config
+from .yolo_env import configure, yolo
+
+PathLike = Union[str, Path]
+ROOT = Path(__file__).resolve().parents[1]
+CARD_FILE = "MODEL_CARD.md"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """A folder to score the trained detector on, and what it is (named in the model card)."""
+
+    name: str
+    layout_dir: Path
+    boxes_file: Optional[Path] = None
+    ids: Optional[Tuple[str, ...]] = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights_dir: Path
+    dataset: DatasetInfo
+    epochs: int
+    train_seconds: float
+    metrics: Dict[str, DetectorMetrics]
+
+
+def _mri_trainer(appearance):
+    """A DetectionTrainer whose training set adds the MRI appearance randomisation before formatting.
+
+    Subclassing the dataset (not patching its transform list) keeps the randomisation when ultralytics
+    rebuilds the transforms, as it does on close_mosaic.
+    """
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils import colorstr
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    from .augment import MRIAppearance
+
+    class MRIDataset(YOLODataset):
+        def build_transforms(self, hyp=None):
+            t = super().build_transforms(hyp)
+            if self.augment:
+                t.insert(len(t.transforms) - 1, MRIAppearance(appearance))  # before Format
+            return t
+
+    class MRITrainer(DetectionTrainer):
+        def build_dataset(self, img_path, mode="train", batch=None):
+            gs = max(int(unwrap_model(self.model).stride.max()), 32)
+            a = self.args
+            return MRIDataset(img_path=img_path, imgsz=a.imgsz, batch_size=batch, augment=mode == "train",
+                              hyp=a, rect=a.rect or mode == "val", cache=a.cache or None,
+                              single_cls=a.single_cls or False, stride=gs, pad=0.0 if mode == "train" else 0.5,
+                              prefix=colorstr(f"{mode}: "), task=a.task, classes=a.classes, data=self.data,
+                              fraction=a.fraction if mode == "train" else 1.0)
+
+    return MRITrainer
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "detector"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return sha + ("+dirty(detector/)" if dirty else "") if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _device(tc: TrainConfig) -> str:
+    if tc.device:
+        return tc.device
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
+          config: DetectorConfig = DetectorConfig(), train_config: TrainConfig = TrainConfig(),
+          eval_sets: Sequence[EvalSet] = (), work_dir: Optional[PathLike] = None,
+          val_ids: Sequence[str] = (), data_description: str = "",
+          card_sections: Optional[Mapping[str, str]] = None, real_check: bool = True,
+          verbose: bool = True) -> TrainResult:
+    """Export the dataset, train YOLO from config.model_yaml, and write out_dir/{best.pt, config.json,
+    MODEL_CARD.md, metrics.json, args.yaml}. The held-out patients of the split are always scored."""
+    layout_dir, out_dir = Path(layout_dir), Path(out_dir)
+    tc = train_config
+    work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work"
+    configure(work / "ultralytics-config", threads=tc.threads)
+    info = build_dataset(layout_dir, boxes_file, work / "dataset", tc.val_fraction, tc.seed, config.class_design,
+                         val_ids=val_ids)
+    model = yolo()(config.model_yaml)
+    run_dir = work / "run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.perf_counter()
+    model.train(
+        trainer=_mri_trainer(tc.appearance), data=str(info.data_yaml), epochs=tc.epochs, imgsz=config.imgsz,
+        batch=tc.batch, device=_device(tc), workers=tc.workers, seed=tc.seed, deterministic=False, amp=False,
+        pretrained=False, plots=False, val=False, project=str(work), name="run", exist_ok=True, cache=tc.cache,
+        optimizer=tc.optimizer, lr0=tc.lr0, cos_lr=tc.cos_lr, warmup_epochs=tc.warmup_epochs, mosaic=tc.mosaic,
+        close_mosaic=0, degrees=tc.degrees, translate=tc.translate, scale=tc.scale, shear=tc.shear,
+        hsv_h=0.0, hsv_s=0.0, hsv_v=tc.hsv_v, fliplr=tc.fliplr, flipud=tc.flipud, patience=tc.patience,
+        verbose=verbose)
+    train_seconds = time.perf_counter() - t0
+
+    weights = run_dir / "weights"
+    src = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, out_dir / WEIGHTS_FILE)
+    if (run_dir / "args.yaml").is_file():
+        shutil.copyfile(run_dir / "args.yaml", out_dir / "args.yaml")
+    write_weights_config(out_dir, config, {"train": to_dict(tc)})
+
+    detector = Detector.from_weights(out_dir)
+    sets = list(eval_sets)
+    if info.val_ids:
+        sets.insert(0, EvalSet("held-out split", layout_dir, Path(boxes_file), info.val_ids,
+                               f"the {len(info.val_ids)} validation patients of the patient-level split "
+                               f"(never trained on)"))
+    metrics: Dict[str, DetectorMetrics] = {}
+    for es in sets:
+        m, _ = evaluate_folder(detector, es.layout_dir, es.boxes_file, es.ids)
+        metrics[es.name] = m
+        if verbose:
+            print(f"\n== {es.name}: {es.description}\n{m.table()}")
+    sections = dict(card_sections or {})
+    real = None
+    if real_check:
+        from .real_check import check_real_scan, real_scan_available
+        why = real_scan_available()
+        if why is None:
+            real = check_real_scan(detector)
+            sections = {"Sim-to-real check (real T2 scan)": real_scan_section(real), **sections}
+            if verbose:
+                print("\n== real scan\n" + real.table())
+        else:
+            sections = {"Sim-to-real check (real T2 scan)": f"Not run: {why}.", **sections}
+    result = TrainResult(out_dir, info, tc.epochs, train_seconds, metrics)
+    (out_dir / METRICS_FILE).write_text(json.dumps(
+        {"train_seconds": round(train_seconds, 1), "epochs": tc.epochs,
+         "sets": {k: v.to_dict() for k, v in metrics.items()},
+         "real_scan": None if real is None else [vars(c) for c in real.levels]}, indent=1) + "\n")
+    write_model_card(out_dir, result, config, tc, sets, layout_dir, Path(boxes_file), data_description, sections)
+    return result
+
+
+def real_scan_section(real) -> str:
+    """The model card's account of the real scan, whatever the numbers are."""
+    rs = real.slices
+    x1, y1, x2, y2 = rs.content_box
+    return "\n".join([
+        "../shared/data/real_mri/cervical_sagittal_t2_crop/t2.nii.gz (1 mm iso, cropped to about C2-C5): the mid-"
+        f"sagittal slice (and +-3 mm for slices 5/7) resampled to {rs.mm_per_px} mm/px, anterior left, superior up, "
+        f"centred in a black 224x224 canvas (the scan occupies {x2 - x1}x{y2 - y1} px). Label heights: "
+        "t2_seg-manual_labeled values 2..5 (cord voxels of each level). mm are measured down from the top of the "
+        "scan; 'inside' means the detector's C-level centre on the mid slice lies within that level's labelled height.",
+        "", "```", real.table(), "```"])
+
+
+def write_model_card(out_dir: Path, result: TrainResult, config: DetectorConfig, tc: TrainConfig,
+                     sets: Sequence[EvalSet], layout_dir: Path, boxes_file: Path, data_description: str,
+                     card_sections: Mapping[str, str]) -> Path:
+    info = result.dataset
+    pt = out_dir / WEIGHTS_FILE
+    lines: List[str] = [
+        "# Detector model card (stage 1: C2-C7 and discs on sagittal slices)", "",
+        f"- Written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, git commit {git_commit()}",
+        f"- Network: {config.model_yaml} built from its .yaml (no pretrained weights), {len(config.names)} classes "
+        f"({config.class_design}: {', '.join(config.names)}), input {config.imgsz}x{config.imgsz}, "
+        f"{pt.stat().st_size / 1e6:.1f} MB",
+        f"- Training: {result.epochs} epochs, batch {tc.batch}, {tc.optimizer} lr0 {tc.lr0}, seed {tc.seed}, "
+        f"device {_device(tc)} ({torch.get_num_threads()} threads), wall time {result.train_seconds / 60:.1f} min",
+        f"- Data: {data_description or layout_dir} (boxes: {boxes_file.name}); {info.n_images} sagittal images "
+        f"(slices 5, 6, 7 of each patient)",
+        f"- Split: patient level, seed {tc.seed}: {len(info.train_ids)} train / {len(info.val_ids)} held-out patients "
+        "(ids in the run's split.json; no patient on both sides)",
+        "- Disc boxes: derived from the neighbouring vertebra boxes by detector.boxes.disc_box_between",
+        "- Augmentation: no flips (left-right swaps anterior and posterior); affine "
+        f"(rotation {tc.degrees} deg, translate {tc.translate}, scale {tc.scale}, shear {tc.shear}); "
+        f"mosaic {tc.mosaic}; MRI appearance randomisation ({', '.join(f'{k}={v}' for k, v in to_dict(tc.appearance).items())})",
+        "",
+        "## Metrics",
+        "Level correct: IoU >= 0.5 with the true box of that level. Centre error: box centres. Hit: centre within "
+        "6 mm (Spinal Disease 2020 style). All numbers from the full predict() path (anatomical assignment, "
+        "cross-slice consensus and gap filling included).", "",
+    ]
+    for es in sets:
+        m = result.metrics[es.name]
+        lines += [f"### {es.name}", es.description, "", "```", m.table(), "```", ""]
+    for title, text in card_sections.items():
+        lines += [f"## {title}", text.rstrip(), ""]
+    path = out_dir / CARD_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path

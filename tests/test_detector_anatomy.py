@@ -1,0 +1,194 @@
+"""Anatomical assignment on synthetic detections: order, spacing, uniqueness, gap filling, consensus (no network)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detector.anatomy import Candidates, assemble, assign_levels, fill_missing
+from detector.boxes import LevelBoxes, disc_box_between
+from detector.config import DetectorConfig
+from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
+
+CFG = DetectorConfig()
+STEP = 17.0
+
+
+def true_layout(x0: float = 90.0, y0: float = 60.0, shift: float = 0.0) -> np.ndarray:
+    """(6, 4) xyxy vertebra boxes, C2 taller, evenly stepped down the image."""
+    boxes = []
+    for i in range(6):
+        cy = y0 + shift + (i * STEP + (8 if i else 0))
+        h = 30.0 if i == 0 else 18.0
+        boxes.append([x0 - 10 + i * 0.5, cy - h / 2, x0 + 10 + i * 0.5, cy + h / 2])
+    return np.array(boxes)
+
+
+def level_candidates(boxes: np.ndarray, levels, conf: float = 0.9, extra=()) -> Candidates:
+    """Candidates whose score vector names `levels[k]` for boxes[k] (one-hot-ish)."""
+    rows, bx = [], []
+    for b, lv in zip(boxes, levels):
+        s = np.full(6, 0.01)
+        s[lv] = conf
+        rows.append(s)
+        bx.append(b)
+    for b, s in extra:
+        rows.append(np.asarray(s, float))
+        bx.append(b)
+    return Candidates(np.array(bx, float), np.array(rows, float))
+
+
+def centres(lb: LevelBoxes, s: int):
+    return [lb.vertebrae[s][lv].box.cy for lv in VERTEBRAE]
+
+
+def test_clean_detections_are_taken_as_they_are():
+    b = true_layout()
+    a = assign_levels(level_candidates(b, range(6)), CFG)
+    assert a.index == (0, 1, 2, 3, 4, 5)
+
+
+def test_shuffled_candidates_still_come_out_top_to_bottom():
+    b = true_layout()
+    perm = [3, 0, 5, 1, 4, 2]
+    c = level_candidates(b[perm], [perm[k] for k in range(6)])
+    a = assign_levels(c, CFG)
+    assert [perm[i] for i in a.index] == list(range(6))
+
+
+def test_duplicate_box_for_one_level_is_never_used_twice():
+    b = true_layout()
+    dup = b[2] + np.array([1, 1, 1, 1])
+    s = np.full(6, 0.01)
+    s[2] = 0.8
+    c = level_candidates(b, range(6), extra=[(dup, s)])
+    a = assign_levels(c, CFG)
+    chosen = [i for i in a.index if i >= 0]
+    assert len(chosen) == len(set(chosen)) == 6
+    assert a.index[2] in (2, 6) and a.index[3] == 3
+
+
+def test_box_out_of_order_is_rejected():
+    b = true_layout()
+    levels = [0, 1, 2, 3, 4, 5]
+    levels[4] = 1  # the network calls C6's box "C3": it lies far below C4 and cannot be C3
+    c = level_candidates(b, levels)
+    a = assign_levels(c, CFG)
+    assert a.index[1] == 1 and 4 not in a.index
+
+
+def test_implausible_spacing_leaves_the_level_to_interpolation():
+    b = true_layout()
+    far = b[3].copy()
+    far[[1, 3]] += 60  # "C5" far below C4, past C7
+    c = level_candidates(np.vstack([b[:3], far[None], b[4:]]), range(6))
+    a = assign_levels(c, CFG)
+    assert -1 in a.index
+    assert a.index.count(3) <= 1
+
+
+def _assemble(per_slice: dict, discs: dict | None = None) -> LevelBoxes:
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    return assemble("p", per_slice, discs or empty_disc, CFG)
+
+
+def test_assemble_always_returns_six_plus_five_ordered():
+    b = true_layout()
+    lb = _assemble({s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES})
+    for s in SAGITTAL_SLICES:
+        assert list(lb.vertebrae[s]) == list(VERTEBRAE)
+        assert list(lb.discs[s]) == list(DISCS)
+        cy = centres(lb, s)
+        assert all(a < b for a, b in zip(cy, cy[1:]))
+        assert not any(v.interpolated for v in lb.vertebrae[s].values())
+    assert lb.warnings == ()
+
+
+def test_missing_level_is_filled_from_the_other_slices():
+    b = true_layout()
+    keep = [0, 1, 2, 4, 5]
+    per = {s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES}
+    per[6] = level_candidates(b[keep], keep)
+    lb = _assemble(per)
+    filled = lb.vertebrae[6]["C5"]
+    assert filled.interpolated and filled.confidence < 0.9
+    assert abs(filled.box.cy - (b[3, 1] + b[3, 3]) / 2) < 1.0
+    assert lb.interpolated_levels == ("C5",)
+    assert any("C5" in w for w in lb.warnings)
+
+
+def test_missing_level_on_every_slice_is_interpolated_from_neighbours():
+    b = true_layout()
+    keep = [0, 1, 2, 4, 5]
+    lb = _assemble({s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES})
+    for s in SAGITTAL_SLICES:
+        v = lb.vertebrae[s]["C5"]
+        assert v.interpolated
+        assert abs(v.box.cy - (b[3, 1] + b[3, 3]) / 2) < 1.5
+        assert abs(v.box.height - 18) < 1.5
+
+
+def test_missing_end_levels_are_extrapolated():
+    b = true_layout()
+    keep = [1, 2, 3, 4]
+    lb = _assemble({s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES})
+    cy = centres(lb, 6)
+    assert all(a < b for a, b in zip(cy, cy[1:]))
+    assert lb.vertebrae[6]["C2"].interpolated and lb.vertebrae[6]["C7"].interpolated
+    assert abs(cy[5] - (b[5, 1] + b[5, 3]) / 2) < 3
+
+
+def test_nothing_found_still_gives_a_complete_flagged_answer():
+    lb = _assemble({s: Candidates.empty(6) for s in SAGITTAL_SLICES})
+    for s in SAGITTAL_SLICES:
+        assert all(v.interpolated and v.confidence == 0.0 for v in lb.vertebrae[s].values())
+    assert lb.warnings
+
+
+def test_consensus_fixes_a_slice_shifted_by_one_level():
+    """Slice 7's network output is off by one (calls C3 'C2' ...), weakly; the other slices outvote it."""
+    b = true_layout()
+    per = {s: level_candidates(b, range(6)) for s in (5, 6)}
+    rows = []
+    for k in range(6):
+        s = np.full(6, 0.01)
+        s[k] = 0.45
+        if k + 1 < 6:
+            s[k + 1] = 0.5  # slightly prefers the next level
+        rows.append(s)
+    per[7] = Candidates(b.copy(), np.array(rows))
+    lb = _assemble(per)
+    for lv_i, lv in enumerate(VERTEBRAE):
+        assert abs(lb.vertebrae[7][lv].box.cy - (b[lv_i, 1] + b[lv_i, 3]) / 2) < 1.0
+
+
+def test_generic_design_counts_from_the_top():
+    b = true_layout()
+    t1 = b[5] + np.array([0, STEP, 0, STEP])  # T1 below C7 also looks like a vertebra
+    boxes = np.vstack([b, t1[None]])
+    c = Candidates(boxes, np.full((7, 1), 0.9))
+    a = assign_levels(c, CFG)
+    assert a.index == (0, 1, 2, 3, 4, 5)
+
+
+def test_discs_detected_between_their_vertebrae_or_ruled():
+    b = true_layout()
+    per = {s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES}
+    # one detected disc, C3-4, between C3 and C4
+    d = np.array([[88.0, (b[1, 3] + b[2, 1]) / 2 - 4, 110.0, (b[1, 3] + b[2, 1]) / 2 + 4]])
+    ds = np.full((1, 5), 0.01)
+    ds[0, 1] = 0.8
+    discs = {s: Candidates(d, ds) for s in SAGITTAL_SLICES}
+    lb = _assemble(per, discs)
+    v = lb.vertebrae[6]
+    assert not lb.discs[6]["C3-4"].interpolated and lb.discs[6]["C3-4"].confidence == pytest.approx(0.8)
+    ruled = lb.discs[6]["C4-5"]
+    assert ruled.interpolated
+    assert ruled.box == disc_box_between(v["C4"].box, v["C5"].box)
+
+
+def test_fill_missing_keeps_given_boxes():
+    b = true_layout()
+    found = {s: [(b[i], 0.9) for i in range(6)] for s in SAGITTAL_SLICES}
+    out, warnings = fill_missing(found)
+    assert warnings == []
+    assert out[5]["C4"].box.as_tuple() == tuple(b[2])
