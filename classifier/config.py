@@ -1,0 +1,63 @@
+"""The classifier's one typed config: crop geometry, model, training and decision settings with their defaults."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Tuple
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Every setting of the classifier stage. Unknown keys are rejected by from_dict."""
+
+    # --- sagittal crop: a square aligned with the local column axis, sizes in units of the local
+    # vertebral pitch (centre-to-centre distance of neighbouring bodies), so crops scale with the patient.
+    sag_size: int = 64                 # output pixels per side
+    sag_extent: float = 1.7            # crop side / pitch
+    sag_posterior_shift: float = 0.55  # crop centre behind the body centre line / pitch (canal in view)
+    # --- axial crop: a square around the canal centre found by canal.find_canal.
+    ax_size: int = 64
+    ax_extent_px: float = 60.0         # crop side in source pixels (0.6-0.8 mm/px on the phantom grid)
+    ax_anterior_shift_px: float = 7.0  # crop centre in front of the canal centre (disc margin in view)
+    # --- model
+    sag_backbone: str = "resnet10t"
+    ax_backbone: str = "resnet10t"
+    backbone_channels: Tuple[int, ...] = (32, 64, 128, 256)
+    stem_width: int = 16
+    level_embedding_dim: int = 16
+    hidden_dim: int = 128
+    context: str = "none"              # "none" or "transformer": joint modelling of a patient's levels
+    dropout: float = 0.2
+    # --- training
+    seed: int = 0
+    epochs: int = 30
+    batch_patients: int = 16           # a batch holds every level of this many patients
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patience: int = 8                  # epochs without a better validation score before stopping
+    val_fraction: float = 0.2
+    class_weight_power: float = 0.5    # loss weight = (1 / class frequency) ** power
+    axial_dropout: float = 0.15        # training: chance a level's axial crop is hidden (missing-axial case)
+    jitter_shift: float = 0.08         # training: centre jitter / pitch (sagittal) or / extent (axial)
+    jitter_scale: float = 0.08
+    jitter_rotate_deg: float = 6.0
+    threads: int = 2
+    max_minutes: float = 9.0           # hard wall-clock cap on the training loop
+    # --- decisions: per-class multipliers of the probabilities, tuned on validation for macro-F1
+    disc_priors: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    canal_priors: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+
+    @staticmethod
+    def from_dict(values: Mapping[str, Any]) -> "ClassifierConfig":
+        known = {f.name for f in dataclasses.fields(ClassifierConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown classifier setting(s) {unknown}; known: {sorted(known)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return ClassifierConfig(**fixed)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> "ClassifierConfig":
+        return ClassifierConfig.from_dict({**self.to_dict(), **changes})

@@ -1,0 +1,292 @@
+"""Crop geometry for training and inference: column-aligned 2.5D sagittal crops and canal-centred axial crops."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Dict, Mapping, Optional, Tuple
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from detector.boxes import BOX_PADDING_PX, LevelBoxes
+from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, VERTEBRAE, disc_neighbours
+from study.study import Study
+
+from .config import ClassifierConfig
+
+# The C2 box holds the body and the dens above it; the body (the C2 canal position) is its lower part.
+C2_BODY_FRACTION = 0.6
+
+
+# ----------------------------------------------------------------------------------------------
+# Canal finder (axial images)
+# ----------------------------------------------------------------------------------------------
+
+# Canal sizes (semi-axes, px, lateral x anterior-posterior) on the 224 grid at 0.6-0.8 mm/px: open sacs
+# and, last, the flat band a compressed canal leaves.
+_CANAL_SEMI_AXES = ((10.0, 7.0), (12.0, 8.0), (14.0, 9.0), (13.0, 5.0))
+_FINDER_DOWNSAMPLE = 2
+# Search region around the neck's centre in the neck's own frame (u: along its AP axis, posterior > 0;
+# v: across it). Measured on 440 phantom axial cuts: u in [-45, 12], |v| <= 16 px.
+_SEARCH_U = (-55.0, 25.0)
+_SEARCH_V = 20.0
+_PRIOR_SD = (40.0, 6.0)  # (u, v) px: a weak pull towards the neck's midline
+_PRIOR_WEIGHT = 0.04
+# A peak counts as a canal candidate when its score reaches this fraction of the best one; of the
+# candidates the most posterior wins, because the bright disc nucleus and body lie in front of the canal.
+_CANDIDATE_FRACTION = 0.5
+_PEAK_SEPARATION_PX = 5
+
+
+@dataclass(frozen=True)
+class CanalFinding:
+    """Where the canal is in one axial image: centre (px), the AP axis tilt, and the filter score."""
+
+    x: float
+    y: float
+    angle_rad: float  # tilt of the neck's antero-posterior axis from the image vertical
+    score: float
+
+
+def _ellipse(a: float, b: float, n: int) -> np.ndarray:
+    r = (n - 1) / 2
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    return ((xx / a) ** 2 + (yy / b) ** 2 <= 1).astype(np.float32)
+
+
+@lru_cache(maxsize=None)
+def _canal_kernel(a: float, b: float) -> np.ndarray:
+    """Bright CSF ring around a darker cord, set against a darker surround; each part mean-normalised."""
+    n = 2 * int(np.ceil(1.6 * max(a, b))) + 3
+    inner, full, outer = _ellipse(0.55 * a, 0.55 * b, n), _ellipse(a, b, n), _ellipse(1.5 * a, 1.5 * b, n)
+    ring, surround = full - inner, outer - full
+
+    def mean(k):
+        return k / max(k.sum(), 1.0)
+
+    # The inner term is light so that a compressed canal (CSF gone, cord flattened) still scores.
+    return mean(ring) - 0.25 * mean(inner) - 0.75 * mean(surround)
+
+
+def _neck_axis(image: np.ndarray) -> Tuple[float, float, float]:
+    """Centroid (x, y) and AP-axis tilt of the neck: the largest bright region, holes filled."""
+    f = 4
+    small = cv2.resize(image, (image.shape[1] // f, image.shape[0] // f), interpolation=cv2.INTER_AREA)
+    u8 = (np.clip(small, 0, 1) * 255).astype(np.uint8)
+    otsu, _ = cv2.threshold(u8, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = u8 > otsu * 0.5
+    labels, n = ndi.label(mask)
+    h, w = image.shape
+    if n == 0:
+        return w / 2, h / 2, 0.0
+    sizes = ndi.sum(mask, labels, range(1, n + 1))
+    mask = ndi.binary_fill_holes(labels == 1 + int(np.argmax(sizes)))
+    ys, xs = np.nonzero(mask)
+    cx, cy = xs.mean(), ys.mean()
+    evals, evecs = np.linalg.eigh(np.cov(np.stack([xs - cx, ys - cy])))
+    major = evecs[:, 1] if evecs[1, 1] >= 0 else -evecs[:, 1]
+    angle = float(np.arctan2(major[0], major[1]))
+    # A round neck has no reliable axis; a tilt this large is not an axial cervical cut.
+    if evals[1] < 1.05 * evals[0] or abs(angle) > np.deg2rad(25):
+        angle = 0.0
+    return (cx + 0.5) * f - 0.5, (cy + 0.5) * f - 0.5, angle
+
+
+def find_canal(image: np.ndarray) -> CanalFinding:
+    """Centre of the spinal canal in an axial T2 image (anterior up) of the cervical spine.
+
+    The neck's outline gives its midline and centre; along the midline a multi-size ring filter
+    (bright CSF around a darker cord) scores candidates; among the strong peaks the most posterior
+    is the canal, since the bright nucleus and the vertebral body lie in front of it.
+    """
+    image = np.asarray(image, np.float32)
+    cx, cy, angle = _neck_axis(image)
+    f = _FINDER_DOWNSAMPLE
+    h, w = image.shape
+    small = cv2.resize(image, (w // f, h // f), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), 1.0 / f)
+    yy, xx = (np.mgrid[0:h // f, 0:w // f] + 0.5) * f - 0.5
+    ca, sa = np.cos(angle), np.sin(angle)
+    u = (xx - cx) * sa + (yy - cy) * ca
+    v = (xx - cx) * ca - (yy - cy) * sa
+    window = (np.abs(v) < _SEARCH_V) & (u > _SEARCH_U[0]) & (u < _SEARCH_U[1])
+    if not window.any():
+        return CanalFinding(w / 2, h / 2, angle, 0.0)
+    small = small / max(float(np.percentile(small[window], 99)), 1e-3)
+    response = None
+    for a, b in _CANAL_SEMI_AXES:
+        r = cv2.filter2D(small, -1, _canal_kernel(a / f, b / f), borderType=cv2.BORDER_REFLECT)
+        response = r if response is None else np.maximum(response, r)
+    score = response - _PRIOR_WEIGHT * ((u / _PRIOR_SD[0]) ** 2 + (v / _PRIOR_SD[1]) ** 2)
+    score[~window] = -np.inf
+    peaks_mask = (score == ndi.maximum_filter(score, size=2 * (_PEAK_SEPARATION_PX // f) + 1)) & window
+    peaks = np.argwhere(peaks_mask)
+    values = score[peaks[:, 0], peaks[:, 1]]
+    best = values.max()
+    strong = peaks[values >= _CANDIDATE_FRACTION * best] if best > 0 else peaks[values >= best]
+    py, px = strong[int(np.argmax(u[strong[:, 0], strong[:, 1]]))]
+    return CanalFinding(float(xx[py, px]), float(yy[py, px]), angle, float(score[py, px]))
+
+
+# ----------------------------------------------------------------------------------------------
+# Crop geometry
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A square window in a source image: centre and side in source pixels, and its axes.
+
+    x_axis is the unit source-pixel step of one crop column to the right, y_axis of one row down.
+    """
+
+    cx: float
+    cy: float
+    side: float
+    x_axis: Tuple[float, float]
+    y_axis: Tuple[float, float]
+
+    def corners(self) -> np.ndarray:
+        """The four source-pixel corners (for drawing), clockwise from top left."""
+        c = np.array([self.cx, self.cy])
+        ax, ay = np.array(self.x_axis) * self.side / 2, np.array(self.y_axis) * self.side / 2
+        return np.stack([c - ax - ay, c + ax - ay, c + ax + ay, c - ax + ay])
+
+    def sample(self, image: np.ndarray, size: int) -> np.ndarray:
+        """Resample the window to size x size (bilinear, zero outside the image). image: (H, W) or (C, H, W)."""
+        scale = self.side / size
+        ax, ay = np.array(self.x_axis) * scale, np.array(self.y_axis) * scale
+        origin = np.array([self.cx, self.cy]) - (ax + ay) * (size - 1) / 2
+        m = np.array([[ax[0], ay[0], origin[0]], [ax[1], ay[1], origin[1]]], np.float64)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        if image.ndim == 2:
+            return cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        # cv2 warps up to 4 channels at once in HWC layout.
+        hwc = np.ascontiguousarray(np.moveaxis(image, 0, -1))
+        out = cv2.warpAffine(hwc, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        return np.moveaxis(out.reshape(size, size, -1), -1, 0)
+
+    def jittered(self, rng: np.random.Generator, shift_px: float, scale: float, rotate_deg: float) -> "CropWindow":
+        a = np.deg2rad(rng.normal(0, rotate_deg))
+        c, s = np.cos(a), np.sin(a)
+
+        def rot(v):
+            return (c * v[0] - s * v[1], s * v[0] + c * v[1])
+
+        dx, dy = rng.normal(0, shift_px, 2)
+        return CropWindow(self.cx + dx, self.cy + dy, self.side * float(np.exp(rng.normal(0, scale))),
+                          rot(self.x_axis), rot(self.y_axis))
+
+
+def _body_centre(boxes: LevelBoxes, level: str, slice_number: int) -> np.ndarray:
+    b = boxes.box(level, slice_number)
+    if level == "C2":
+        body_h = (b.height - 2 * BOX_PADDING_PX) * C2_BODY_FRACTION
+        return np.array([b.cx, b.y2 - BOX_PADDING_PX - body_h / 2])
+    return np.array([b.cx, b.cy])
+
+
+def sagittal_windows(boxes: LevelBoxes, cfg: ClassifierConfig,
+                     slice_number: int = MID_SAGITTAL_SLICE) -> Dict[str, CropWindow]:
+    """One window per canal position, aligned with the local column axis, scaled by the local pitch.
+
+    Rows run down the column (superior up), columns run posterior-ward (anterior left), and the centre
+    sits sag_posterior_shift pitches behind the level's centre so the canal is in view.
+    """
+    centres = {lv: _body_centre(boxes, lv, slice_number) for lv in VERTEBRAE}
+    gaps = [float(np.linalg.norm(centres[b] - centres[a])) for a, b in zip(VERTEBRAE, VERTEBRAE[1:])]
+    windows: Dict[str, CropWindow] = {}
+    for position in CANAL_POSITIONS:
+        if position in DISCS:
+            upper, lower = disc_neighbours(position)
+            i = VERTEBRAE.index(upper)
+            centre = np.array([boxes.box(position, slice_number).cx, boxes.box(position, slice_number).cy])
+            tangent = centres[lower] - centres[upper]
+            pitch = gaps[i]
+        else:
+            i = VERTEBRAE.index(position)
+            centre = centres[position]
+            above, below = VERTEBRAE[max(i - 1, 0)], VERTEBRAE[min(i + 1, len(VERTEBRAE) - 1)]
+            tangent = centres[below] - centres[above]
+            pitch = float(np.mean(gaps[max(i - 1, 0):i + 1]))
+        tangent = tangent / max(np.linalg.norm(tangent), 1e-6)
+        if tangent[1] < 0:  # boxes out of order: keep "down the column" pointing down the image
+            tangent = -tangent
+        normal = np.array([tangent[1], -tangent[0]])  # posterior: down the column turned to the right
+        c = centre + normal * cfg.sag_posterior_shift * pitch
+        windows[position] = CropWindow(float(c[0]), float(c[1]), cfg.sag_extent * pitch,
+                                       (float(normal[0]), float(normal[1])), (float(tangent[0]), float(tangent[1])))
+    return windows
+
+
+def axial_window(finding: CanalFinding, cfg: ClassifierConfig) -> CropWindow:
+    """A window around the canal, de-rotated to the neck's AP axis, shifted forward onto the disc margin."""
+    down = np.array([np.sin(finding.angle_rad), np.cos(finding.angle_rad)])  # posterior, in the image
+    right = np.array([down[1], -down[0]])
+    c = np.array([finding.x, finding.y]) - down * cfg.ax_anterior_shift_px
+    return CropWindow(float(c[0]), float(c[1]), cfg.ax_extent_px, (float(right[0]), float(right[1])),
+                      (float(down[0]), float(down[1])))
+
+
+# ----------------------------------------------------------------------------------------------
+# The hand-off
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LevelCrops:
+    """Every crop of one patient, in CANAL_POSITIONS order (disc positions are indices 1, 3, 5, 7, 9).
+
+    sagittal: (11, 3, S, S) slices 5/6/7 as channels; axial: (11, 1, A, A), zeros where has_axial is
+    False. Both are standardised per crop (zero mean, unit spread), as the network sees them.
+    """
+
+    patient_id: str
+    sagittal: np.ndarray
+    axial: np.ndarray
+    has_axial: np.ndarray
+    sagittal_windows: Tuple[CropWindow, ...]
+    axial_windows: Tuple[Optional[CropWindow], ...]
+    canal: Tuple[Optional[CanalFinding], ...]
+
+
+def standardise(crop: np.ndarray) -> np.ndarray:
+    """Zero mean, unit standard deviation over the whole crop (all channels), so contrast is relative."""
+    crop = crop.astype(np.float32, copy=False)
+    return (crop - crop.mean()) / max(float(crop.std()), 1e-3)
+
+
+def find_canals(study: Study) -> Dict[str, CanalFinding]:
+    return {p: find_canal(study.axial[p]) for p in CANAL_POSITIONS if p in study.axial}
+
+
+def make_level_crops(study: Study, boxes: LevelBoxes, cfg: ClassifierConfig = ClassifierConfig(),
+                     canal: Optional[Mapping[str, CanalFinding]] = None,
+                     rng: Optional[np.random.Generator] = None) -> LevelCrops:
+    """Crops of every position of one patient; `rng` adds training jitter, `canal` reuses findings."""
+    canal = dict(canal) if canal is not None else find_canals(study)
+    stack = study.sagittal_stack().astype(np.float32)
+    sag_windows = sagittal_windows(boxes, cfg)
+    n = len(CANAL_POSITIONS)
+    sag = np.zeros((n, 3, cfg.sag_size, cfg.sag_size), np.float32)
+    ax = np.zeros((n, 1, cfg.ax_size, cfg.ax_size), np.float32)
+    has = np.zeros(n, bool)
+    used_sag, used_ax, found = [], [], []
+    for k, position in enumerate(CANAL_POSITIONS):
+        w = sag_windows[position]
+        if rng is not None:
+            pitch = w.side / cfg.sag_extent
+            w = w.jittered(rng, cfg.jitter_shift * pitch, cfg.jitter_scale, cfg.jitter_rotate_deg)
+        sag[k] = standardise(w.sample(stack, cfg.sag_size))
+        used_sag.append(w)
+        finding = canal.get(position)
+        found.append(finding)
+        if finding is None:
+            used_ax.append(None)
+            continue
+        aw = axial_window(finding, cfg)
+        if rng is not None:
+            aw = aw.jittered(rng, cfg.jitter_shift * aw.side / 2, cfg.jitter_scale, cfg.jitter_rotate_deg)
+        ax[k, 0] = standardise(aw.sample(np.asarray(study.axial[position], np.float32), cfg.ax_size))
+        has[k] = True
+        used_ax.append(aw)
+    return LevelCrops(study.patient_id, sag, ax, has, tuple(used_sag), tuple(used_ax), tuple(found))

@@ -1,0 +1,139 @@
+"""Inference: the LevelGrades hand-off and a Classifier that loads its weights once and grades batches of patients."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from detector.boxes import LevelBoxes
+from study.levels import CANAL_POSITIONS, DISCS
+from study.study import Study
+
+from .config import ClassifierConfig
+from .crops import LevelCrops, make_level_crops
+from .data import batch_tensors
+from .decision import apply_priors
+from .model import GradeNet
+
+PathLike = Union[str, Path]
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "classifier"
+WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "classifier.pt", "classifier.json", "MODEL_CARD.md"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LevelGrades:
+    """One patient's grades: disc grade per DISCS, canal grade per CANAL_POSITIONS, with what fusion can use.
+
+    disc_probabilities (5, 4) and canal_probabilities (11, 4) are the network's softmax (rows sum to 1);
+    the grades apply the calibrated class priors to them. features (11, H) are the fused per-level
+    vectors in CANAL_POSITIONS order; has_axial says which positions were graded with their axial image.
+    """
+
+    patient_id: str
+    disc_grades: tuple
+    canal_grades: tuple
+    disc_probabilities: np.ndarray
+    canal_probabilities: np.ndarray
+    features: np.ndarray
+    has_axial: np.ndarray
+
+    def disc_grade(self, disc: str) -> int:
+        return self.disc_grades[DISCS.index(disc)]
+
+    def canal_grade(self, position: str) -> int:
+        return self.canal_grades[CANAL_POSITIONS.index(position)]
+
+
+def sha256_of(path: PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pick_device(device: Optional[str] = None) -> torch.device:
+    """CPU by default; CUDA when present (or whatever `device` names)."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Classifier:
+    """Trained grading network plus its config and decision priors, loaded once from a weights folder."""
+
+    def __init__(self, model: GradeNet, cfg: ClassifierConfig, device: Optional[str] = None, meta: Optional[dict] = None):
+        self.cfg = cfg
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta or {}
+
+    @staticmethod
+    def load(weights_dir: PathLike = DEFAULT_WEIGHTS, device: Optional[str] = None,
+             threads: Optional[int] = None) -> "Classifier":
+        """Load classifier.json and classifier.pt (a plain state_dict, read with weights_only=True)."""
+        weights_dir = Path(weights_dir)
+        cfg_path, weights_path = weights_dir / CONFIG_FILE, weights_dir / WEIGHTS_FILE
+        for p in (cfg_path, weights_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"classifier weights folder {weights_dir} lacks {p.name}")
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{cfg_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        expected = meta.get("weights_sha256")
+        if expected and sha256_of(weights_path) != expected:
+            raise ValueError(f"{weights_path}: sha256 differs from the one in {cfg_path.name}; the files do not belong together")
+        if threads:
+            torch.set_num_threads(threads)
+        cfg = ClassifierConfig.from_dict(meta["config"])
+        model = GradeNet(cfg)
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+        return Classifier(model, cfg, device, meta)
+
+    def crops(self, study: Study, boxes: LevelBoxes) -> LevelCrops:
+        return make_level_crops(study, boxes, self.cfg)
+
+    @torch.no_grad()
+    def probabilities(self, crops: Sequence[LevelCrops], batch_patients: int = 32):
+        """Softmax outputs and features for each patient: (disc (N, 5, 4), canal (N, 11, 4), features (N, 11, H))."""
+        disc, canal, feats = [], [], []
+        for i in range(0, len(crops), batch_patients):
+            sag, ax, has = (t.to(self.device) for t in batch_tensors(crops[i:i + batch_patients]))
+            out = self.model(sag, ax, has)
+            disc.append(torch.softmax(out["disc"], -1).cpu().numpy())
+            canal.append(torch.softmax(out["canal"], -1).cpu().numpy())
+            feats.append(out["features"].cpu().numpy())
+        return np.concatenate(disc), np.concatenate(canal), np.concatenate(feats)
+
+    def grade_crops(self, crops: Sequence[LevelCrops]) -> List[LevelGrades]:
+        """Grade already-cropped patients (every level of every patient goes through the network in batches)."""
+        if not crops:
+            return []
+        disc, canal, feats = self.probabilities(crops)
+        disc_g = apply_priors(disc, self.cfg.disc_priors)
+        canal_g = apply_priors(canal, self.cfg.canal_priors)
+        return [LevelGrades(c.patient_id, tuple(int(g) for g in disc_g[k]), tuple(int(g) for g in canal_g[k]),
+                            disc[k], canal[k], feats[k], c.has_axial.copy()) for k, c in enumerate(crops)]
+
+    def predict(self, study: Study, boxes: LevelBoxes) -> LevelGrades:
+        """Grade one patient from its Study and level boxes."""
+        return self.grade_crops([self.crops(study, boxes)])[0]
+
+    def predict_many(self, pairs: Iterable[tuple]) -> List[LevelGrades]:
+        """Grade many (Study, LevelBoxes) pairs, batching their levels through the network."""
+        return self.grade_crops([self.crops(s, b) for s, b in pairs])
+
+
+def predict(studies: Sequence[Study], boxes: Sequence[LevelBoxes], weights_dir: PathLike = DEFAULT_WEIGHTS,
+            device: Optional[str] = None) -> List[LevelGrades]:
+    """Convenience: load the weights and grade each Study with its LevelBoxes (same order)."""
+    if len(studies) != len(boxes):
+        raise ValueError(f"{len(studies)} studies but {len(boxes)} box sets")
+    return Classifier.load(weights_dir, device).predict_many(zip(studies, boxes))
