@@ -21,7 +21,7 @@ def _box_source_lines(meta: Mapping[str, object]) -> list:
     out = ["## Box sources (paired CV: trained on ground-truth boxes, held-out folds from another source)",
            "Same folds and seeds as above; delta = per-repeat curvature macro-F1 minus the ground-truth one.",
            "",
-           "| box source | declared padding px | max abs feature diff | curvature macro-F1 | delta | poor-alignment F1 |",
+           "| box source | declared padding px | max abs feature diff (column units) | curvature macro-F1 | delta | poor-alignment F1 |",
            "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         c, d, a = r["curvature_macro_f1"], r["curvature_delta"], r["alignment_poor_f1"]
@@ -51,7 +51,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"- boxes sha256 `{meta.get('boxes_sha256')}`, labels sha256 `{meta.get('labels_sha256')}`.",
         f"- Patients left out (unusable boxes): {len(skipped)}"
         + ("".join(f"\n  - {pid}: {why}" for pid, why in skipped.items()) if skipped else "."),
-        f"- Box convention: boxes carry {meta.get('box_padding_px')} px padding on every side (the challenge's",
+        f"- Box convention: boxes carry {meta.get('box_padding_px'):g} px padding on every side (the challenge's",
         "  \"expanded by 3 px\"); it is stripped before measuring. Other box sources must say their padding.",
         "",
         "## Cross-validation (repeated stratified, nested tuning)",
@@ -83,6 +83,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         "    --data-name \"real geometry, CervAI 320\"",
         "```",
         "",
+        *(["## Notes", *[f"- {n}" for n in meta["notes"]], ""] if meta.get("notes") else []),
         "## Limits",
         "- Boxes only: alignment is barely visible in axis-aligned boxes; expect a low poor-class F1 without",
         "  image features (`fusion.image_features`), which this shipped model does not use (the CervAI release",

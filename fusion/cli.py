@@ -32,6 +32,20 @@ def assessment_row(a: CurveAssessment) -> Dict[str, object]:
     }
 
 
+def _input_order(boxes_file: Path) -> Dict[str, int]:
+    """Patient id -> first row index in the box file, so the output keeps the input order."""
+    import json
+    try:
+        data = json.loads(Path(boxes_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    order: Dict[str, int] = {}
+    for i, row in enumerate(data if isinstance(data, list) else []):
+        if isinstance(row, dict) and "id" in row:
+            order.setdefault(str(row["id"]), i)
+    return order
+
+
 def geometry_command(boxes_file: Path, out_file: Path, weights_dir: Optional[Path] = None) -> int:
     """Write one JSON row per patient of `boxes_file` to `out_file`; see the module docstring for exit codes."""
     weights_dir = Path(weights_dir) if weights_dir is not None else default_weights_dir()
@@ -66,6 +80,8 @@ def geometry_command(boxes_file: Path, out_file: Path, weights_dir: Optional[Pat
         for w in a.warnings:
             print(f"warning: patient {p.patient_id}: {w}", file=sys.stderr)
         rows.append(assessment_row(a))
+    order = _input_order(boxes_file)
+    rows.sort(key=lambda r: order.get(str(r.get("id")), len(order)))
     write_json_atomic(out_file, rows)
     n = len(rows)
     print(f"geometry: {n - failed} of {n} patients assessed, {failed} failed -> {out_file}", file=sys.stderr)

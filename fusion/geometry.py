@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -20,7 +20,7 @@ CHALLENGE_PADDING_PX = 3.0
 # (lordotic) necks have C3-C6 left of the C2-C7 line.
 ANTERIOR_SIGN_X = -1.0
 
-# Slices whose measures are averaged and compared; the mid-sagittal one carries the named main columns.
+# Measures also reported on the mid-sagittal slice alone and as their spread over slices 5/6/7.
 _AGREEMENT_MEASURES = ("curvature_index", "c2c7_angle_deg", "posterior_step_max")
 
 
@@ -127,7 +127,9 @@ def _slice_measures(tight: Mapping[str, Box]) -> Dict[str, float]:
         if name == "curvature_index":
             m["max_offset_ratio"] = float(off[np.argmax(np.abs(off))]) / L
             m["min_offset_ratio"] = float(off.min()) / L
-            m["apex_level"] = float(1 + np.argmax(off))  # 1=C3 .. 4=C6
+            # where the bow is deepest, 1 = C3 .. 4 = C6, as a weighted mean so ties do not flip it
+            w = np.abs(off)
+            m["apex_position"] = float(np.dot(np.arange(1, 5), w) / w.sum()) if w.sum() > 1e-9 else 2.5
             for lv, o in zip(VERTEBRAE[1:5], off):
                 m[f"offset_ratio_{lv}"] = float(o) / L
 

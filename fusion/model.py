@@ -443,12 +443,14 @@ def _git_commit() -> str:
 def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
                  cfg: FusionConfig = FusionConfig(), run_cv: bool = True, data_name: str = "",
                  extra_features: Optional[Mapping[str, Mapping[str, float]]] = None,
-                 padding_px: float = CHALLENGE_PADDING_PX, box_check: bool = False) -> Dict[str, object]:
+                 padding_px: float = CHALLENGE_PADDING_PX, box_check: bool = False,
+                 notes: Sequence[str] = ()) -> Dict[str, object]:
     """Train on every usable patient of a box + label file; write weights, fusion.json and MODEL_CARD.md.
 
     extra_features (patient id -> columns, e.g. image_features or level_features) join the geometry
     columns; patients without them get NaN there. box_check adds the paired CV of simulated detector
-    box sources (fusion.box_check) to the card. Returns the metadata written to fusion.json.
+    box sources (fusion.box_check) to the card; notes are extra lines for it.
+    Returns the metadata written to fusion.json.
     """
     from study.challenge import read_box_file, read_labels
     from .card import write_model_card
@@ -485,9 +487,13 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
         from .box_check import padding_check
         model.meta["box_sources"] = [dataclasses.asdict(r) for r in padding_check(
             patients, {i: labels[i].curvature for i in labels}, {i: labels[i].alignment for i in labels}, cfg)]
+    if notes:
+        model.meta["notes"] = list(notes)
     model.save(out_dir)
-    write_model_card(Path(out_dir), model.meta)
-    return load_fusion(out_dir).meta
+    # the card is written from what was saved, so it shows the shipped priors and threshold
+    meta = load_fusion(out_dir).meta
+    write_model_card(Path(out_dir), meta)
+    return meta
 
 
 def predict(model: FusionModel, patient: PatientBoxes,

@@ -20,8 +20,9 @@ if str(ROOT) not in sys.path:
 @click.option("--repeats", type=int, default=None, help="CV repeats (default: FusionConfig.cv_repeats).")
 @click.option("--no-cv", is_flag=True, help="Skip cross-validation (fit only).")
 @click.option("--padding-check", is_flag=True, help="Also run the box-source check and add it to the card.")
+@click.option("--note", "notes", multiple=True, help="A line for the card's Notes section (repeatable).")
 def main(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str, repeats, no_cv: bool,
-         padding_check: bool):
+         padding_check: bool, notes):
     """Fit the curvature and alignment boosters and write weights, fusion.json and MODEL_CARD.md."""
     import dataclasses
 
@@ -31,7 +32,7 @@ def main(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str, rep
     if repeats is not None:
         cfg = dataclasses.replace(cfg, cv_repeats=repeats)
     meta = train_fusion(boxes_file, labels_file, out_dir, cfg, run_cv=not no_cv, data_name=data_name,
-                        box_check=padding_check)
+                        box_check=padding_check, notes=notes)
     click.echo(json.dumps(meta.get("cv"), indent=1))
 
 

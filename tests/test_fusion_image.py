@@ -1,0 +1,94 @@
+"""image_features on drawn T2-like images (and on synth phantoms when the generator is present)."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion.image_features import image_feature_names, image_features
+from study.challenge import Box, read_box_file
+from study.levels import MID_SAGITTAL_SLICE, VERTEBRAE
+
+from fusion_helpers import HALF_DEPTH, arc, column
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def draw_t2(boxes, pad=3.0, seed=0, noise=0.02) -> np.ndarray:
+    """Intermediate bodies inside their tight boxes, bright CSF from each body's posterior wall backwards,
+    dark background; between bodies the CSF edge follows the straight line joining the two walls."""
+    img = np.full((224, 224), 0.15)
+    tight = {lv: Box(b.x1 + pad, b.y1 + pad, b.x2 - pad, b.y2 - pad) for lv, b in boxes.items()}
+    walls = [(tight[lv].cy, tight[lv].x2) for lv in VERTEBRAE]
+    ys = np.arange(224) + 0.5
+    wall_x = np.interp(ys, [w[0] for w in walls], [w[1] for w in walls])
+    for lv in VERTEBRAE:  # a listhesis makes the wall jump at the disc, not ramp
+        t = tight[lv]
+        rows = (ys >= t.y1 - 2) & (ys <= t.y2 + 2)
+        wall_x[rows] = t.x2
+    xs = np.arange(224) + 0.5
+    for r in range(224):
+        img[r, (xs > wall_x[r]) & (xs < wall_x[r] + 6)] = 0.9  # CSF
+    for t in tight.values():
+        img[int(t.y1):int(math.ceil(t.y2)), int(t.x1):int(math.ceil(t.x2))] = 0.45
+    return img + np.random.default_rng(seed).normal(0, noise, img.shape)
+
+
+def test_aligned_column_has_no_step():
+    straight = column()
+    assert image_features(draw_t2(straight), straight)["image_posterior_step_max"] < 0.03
+    boxes = column(arc(5))
+    f = image_features(draw_t2(boxes), boxes)
+    assert list(f.keys()) == image_feature_names()
+    # a smooth bow leaks a little into the end discs (one neighbour to compare with), far below a step
+    assert f["image_posterior_step_max"] < 0.1
+    assert abs(f["image_wall_box_offset_mean"]) < 0.05  # the image wall sits at the tight box edge
+    assert f["image_wall_contrast"] > 0.2
+
+
+def test_listhesis_step_found_at_its_disc():
+    shift = 4.0  # C5 and below displaced posteriorly by 4 px
+    drawn = column(arc(5), shift_from=VERTEBRAE.index("C5"), shift_px=shift)
+    # the boxes handed in do NOT show the step (as for real boxes): only the image carries it
+    boxes = column(arc(5))
+    f = image_features(draw_t2(drawn), boxes)
+    depth = 2 * HALF_DEPTH
+    steps = {d: f[f"image_posterior_step_{d}"] for d in ("C2-3", "C3-4", "C4-5", "C5-6", "C6-7")}
+    assert max(steps, key=lambda d: abs(steps[d])) == "C4-5"
+    assert steps["C4-5"] == pytest.approx(shift / depth, abs=0.08)
+    assert f["image_posterior_step_max"] > 0.15
+
+
+def test_featureless_image_gives_nan_not_crash():
+    boxes = column()
+    f = image_features(np.zeros((224, 224)), boxes)
+    assert math.isnan(f["image_posterior_step_max"])
+
+
+def test_rejects_non_2d_image():
+    with pytest.raises(ValueError, match="2-D"):
+        image_features(np.zeros((3, 224, 224)), column())
+
+
+@pytest.mark.skipif(not (ROOT / "synth" / "cli.py").is_file(), reason="phantom generator synth/ not present")
+def test_phantom_end_to_end(tmp_path):
+    """Phantoms -> image features on their mid slice -> geometry command on their boxes."""
+    from fusion.phantom_check import load_mid_sagittal
+    out = tmp_path / "ph"
+    r = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "synth", "--out", str(out), "--n", "3",
+                        "--seed", "5"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    contents = read_box_file(out / "boxes.json")
+    assert len(contents.patients) == 3
+    for p in contents.patients:
+        f = image_features(load_mid_sagittal(out / p.patient_id), p.boxes[MID_SAGITTAL_SLICE])
+        assert math.isfinite(f["image_posterior_step_max"]) and f["image_wall_contrast"] > 0
+    r = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "geometry", "--boxes", str(out / "boxes.json"),
+                        "--out", str(tmp_path / "g.json")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len(json.loads((tmp_path / "g.json").read_text())) == 3

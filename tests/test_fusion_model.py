@@ -1,0 +1,165 @@
+"""Fusion model: decision-rule tuning, tiny train -> save -> load -> predict, and the shipped weights on real data."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusion.geometry import feature_names
+from fusion.model import (
+    CurveAssessment, FusionConfig, cross_validate, feature_rows, fit_fusion, level_features, load_fusion,
+    macro_f1, predict, to_matrix, train_fusion, tune_alignment_threshold, tune_curvature_priors,
+)
+from study.challenge import PatientLabels, read_box_file, read_labels, write_box_file, write_labels
+from study.levels import ALIGNMENT_CLASSES, ALIGNMENT_SCORED_CLASS, CURVATURE_CLASSES, DISCS, CANAL_POSITIONS
+
+from fusion_helpers import arc, column, patient
+
+ROOT = Path(__file__).resolve().parents[1]
+CERVAI = ROOT / ".." / "shared" / "data" / "cervai"
+SHIPPED = ROOT / "weights" / "fusion"
+TINY = FusionConfig(n_estimators=15, num_leaves=3, min_child_samples=3, cv_folds=3, cv_repeats=1, inner_folds=3)
+
+
+def toy_cohort(n: int = 60, seed: int = 0):
+    """Columns whose bow decides curvature (deep/flat/reversed) and whose listhesis decides alignment."""
+    rng = np.random.default_rng(seed)
+    patients, labels = [], []
+    for i in range(n):
+        curv = i % 3
+        depth = {0: 7.0, 1: 1.5, 2: -4.0}[curv] + rng.normal(0, 0.7)
+        poor = i % 5 == 0
+        shift = (2, 4.0) if poor else (None, 0.0)
+        boxes = column(arc(depth), x0=100 + rng.normal(0, 5), y0=40 + rng.normal(0, 5),
+                       shift_from=shift[0], shift_px=shift[1])
+        pid = f"toy{i:03d}"
+        patients.append(patient(pid, boxes))
+        labels.append(PatientLabels(pid, curv, 0 if poor else 1, (0,) * len(DISCS), (0,) * len(CANAL_POSITIONS)))
+    return patients, labels
+
+
+def test_prior_tuning_fixes_a_biased_model():
+    y = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    probs = np.zeros((30, 3))
+    probs[np.arange(30), y] = 0.4
+    probs[:, 1] += 0.5  # a model that over-calls class 1
+    assert macro_f1(y, probs.argmax(1), 3) < 0.5
+    w = tune_curvature_priors(probs, y)
+    assert macro_f1(y, (probs * w).argmax(1), 3) == 1.0
+
+
+def test_alignment_threshold_separates_scores():
+    y = np.array([ALIGNMENT_SCORED_CLASS] * 3 + [1 - ALIGNMENT_SCORED_CLASS] * 7)
+    scores = np.array([0.9, 0.8, 0.35, 0.3, 0.2, 0.1, 0.1, 0.05, 0.0, 0.01])
+    t = tune_alignment_threshold(scores, y)
+    assert 0.3 < t <= 0.35
+
+
+def test_config_rejects_unknown_keys():
+    assert FusionConfig.from_dict({"seed": 3}).seed == 3
+    with pytest.raises(ValueError, match="unknown fusion setting"):
+        FusionConfig.from_dict({"num_leafs": 3})
+
+
+def test_level_features_optional():
+    nan = level_features()
+    assert all(math.isnan(v) for v in nan.values()) and len(nan) == len(DISCS) + len(CANAL_POSITIONS)
+    p = np.zeros((len(DISCS), 4))
+    p[:, 2] = 1.0
+    assert level_features(disc_probs=p)[f"disc_grade_expected_{DISCS[0]}"] == 2.0
+    with pytest.raises(ValueError, match="shape"):
+        level_features(disc_probs=np.zeros((3, 4)))
+
+
+def test_fit_predict_on_toy_cohort():
+    patients, labels = toy_cohort()
+    ids, rows, errors = feature_rows(patients)
+    assert not errors
+    names = list(rows[0].keys())
+    X = to_matrix(rows, names)
+    yc = np.array([lab.curvature for lab in labels])
+    ya = np.array([lab.alignment for lab in labels])
+    model = fit_fusion(X, yc, ya, names, TINY)
+    curv, probs, align, aprobs = model.decide(X)
+    assert probs.shape == (60, 3) and np.allclose(probs.sum(1), 1)
+    assert np.allclose(aprobs.sum(1), 1)
+    # the toy classes are separable by the bow depth: training fit must be far above chance
+    assert macro_f1(yc, curv, 3) > 0.8
+    # the model works when optional columns (stage-2 grades) are present but NaN, and when absent
+    a = predict(model, patients[0], extra_features=level_features())
+    assert isinstance(a, CurveAssessment) and a.curvature_name in CURVATURE_CLASSES
+    assert a.alignment_name in ALIGNMENT_CLASSES and a.warnings == ()
+    cv = cross_validate(X, yc, ya, names, TINY)
+    assert len(cv.curvature_macro_f1) == 1 and cv.curvature_macro_f1[0] > 0.6
+    assert sum(map(sum, cv.curvature_confusion)) == 60
+
+
+def test_train_save_load_roundtrip(tmp_path):
+    patients, labels = toy_cohort(45, seed=1)
+    write_box_file(tmp_path / "boxes.json", patients)
+    write_labels(tmp_path / "labels.json", labels)
+    out = tmp_path / "w"
+    meta = train_fusion(tmp_path / "boxes.json", tmp_path / "labels.json", out, TINY, data_name="toy")
+    assert sorted(p.name for p in out.iterdir()) == ["MODEL_CARD.md", "alignment.lgb.txt", "curvature.lgb.txt",
+                                                    "fusion.json"]
+    assert meta["n_patients"] == 45 and meta["cv"]["n_repeats"] == 1
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "toy" in card and f"{meta['cv']['curvature_macro_f1']['mean']:.3f}" in card
+    model = load_fusion(out)
+    assert model.feature_names == feature_names()
+    again = load_fusion(out)
+    a, b = predict(model, patients[3]), predict(again, patients[3])
+    assert a.curvature_probs == b.curvature_probs and a.alignment_probs == b.alignment_probs
+    # a tampered booster is refused
+    (out / "curvature.lgb.txt").write_text((out / "curvature.lgb.txt").read_text() + "\n")
+    with pytest.raises(ValueError, match="sha256"):
+        load_fusion(out)
+
+
+def test_training_is_deterministic():
+    patients, labels = toy_cohort(30, seed=2)
+    ids, rows, _ = feature_rows(patients)
+    names = list(rows[0].keys())
+    X = to_matrix(rows, names)
+    yc = np.array([lab.curvature for lab in labels])
+    ya = np.array([lab.alignment for lab in labels])
+    p1 = fit_fusion(X, yc, ya, names, TINY).scores(X)
+    p2 = fit_fusion(X, yc, ya, names, TINY).scores(X)
+    assert np.array_equal(p1[0], p2[0]) and np.array_equal(p1[1], p2[1])
+
+
+def test_shipped_weights_load_and_describe_themselves():
+    model = load_fusion(SHIPPED)
+    meta = model.meta
+    assert model.feature_names == feature_names()
+    assert meta["n_patients"] == 320 and "CervAI 320" in meta["data"]
+    assert not (SHIPPED / "model.pkl").exists()
+    card = (SHIPPED / "MODEL_CARD.md").read_text()
+    assert f"{meta['cv']['curvature_macro_f1']['mean']:.3f}" in card
+    assert model.padding_px == 3.0
+
+
+@pytest.mark.skipif(not (CERVAI / "train_boxes.json").is_file(), reason="../shared/data/cervai not present")
+def test_shipped_weights_reproduce_cv_on_real_data():
+    model = load_fusion(SHIPPED)
+    meta = model.meta
+    contents = read_box_file(CERVAI / "train_boxes.json")
+    labels = {lab.patient_id: lab for lab in read_labels(CERVAI / "train_labels.json")}
+    ids, rows, errors = feature_rows(contents.patients)
+    assert len(ids) == 320 and not errors
+    X = to_matrix(rows, model.feature_names)
+    yc = np.array([labels[i].curvature for i in ids])
+    ya = np.array([labels[i].alignment for i in ids])
+    # same settings and seeds as the card: the first CV repeat comes out exactly as recorded
+    cfg = dataclasses.replace(FusionConfig.from_dict(meta["config"]), cv_repeats=1)
+    cv = cross_validate(X, yc, ya, model.feature_names, cfg)
+    assert cv.curvature_macro_f1[0] == pytest.approx(meta["cv"]["curvature_macro_f1"]["per_repeat"][0], abs=1e-4)
+    assert cv.alignment_poor_f1[0] == pytest.approx(meta["cv"]["alignment_poor_f1"]["per_repeat"][0], abs=1e-4)
+    # sanity: honest CV well above chance (1/3), and the fitted model on its own data at least as good
+    assert 0.6 < cv.curvature_macro_f1[0] < 0.9
+    curv, _, _, _ = model.decide(X)
+    assert macro_f1(yc, curv, 3) >= cv.curvature_macro_f1[0]
