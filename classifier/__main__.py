@@ -1,0 +1,4 @@
+"""Entry point of `python -m classifier`."""
+from .cli import main
+
+main()

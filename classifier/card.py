@@ -1,0 +1,92 @@
+"""MODEL_CARD.md of a trained classifier, written from the metadata in its classifier.json."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from study.levels import CANAL_GRADES, DISC_GRADES
+
+from .predict import CARD_FILE
+
+
+def _task_table(task: Mapping[str, object], classes) -> list:
+    lines = [f"{task['task']}: **macro-F1 {task['macro_f1']:.3f}**, accuracy {task['accuracy']:.3f}, "
+             f"{task['n_items']} decisions", "",
+             "| grade | support | precision | recall | F1 |", "| --- | --- | --- | --- | --- |"]
+    for c, name in enumerate(classes):
+        lines.append(f"| {c} {name} | {task['support'][c]} | {task['precision'][c]:.3f} | {task['recall'][c]:.3f} | "
+                     f"{task['f1'][c]:.3f} |")
+    lines.append("")
+    lines.append(f"Confusion (rows true grade, columns predicted): {task['confusion']}")
+    lines.append("")
+    return lines
+
+
+def model_card_text(meta: Mapping[str, object]) -> str:
+    cfg = meta["config"]
+    tr = meta["training"]
+    val = meta.get("validation", {})
+    lines = [
+        "# Classifier: disc grade (5 discs) and central canal grade (11 positions)",
+        "",
+        "Two timm backbones (`{}` on 2.5D sagittal crops, slices 5/6/7 as channels, {} px; `{}` on the axial crop "
+        "around the canal, {} px), fused with a level embedding and an axial-present flag; heads for the canal "
+        "grade at every position and the disc grade at the five disc positions. Context across a patient's "
+        "levels: `{}`. A missing axial image is replaced by a learned vector (trained with axial dropout {}).".format(
+            cfg["sag_backbone"], cfg["sag_size"], cfg["ax_backbone"], cfg["ax_size"], cfg["context"],
+            cfg["axial_dropout"]),
+        "",
+        "## Data",
+        f"- Trained on: {tr['data']}.",
+        f"- {tr['train_patients']} training patients ({tr['train_renders']} renders), {tr['val_patients']} validation "
+        f"patients ({tr['val_renders']} renders) for early stopping and prior tuning; split by patient id, "
+        "stratified on disc extrusion, canal grade 3 and disc bulge.",
+        f"- Class weights of the loss ((1/frequency)^{cfg['class_weight_power']}): disc "
+        f"{tr['disc_class_weights']}, canal {tr['canal_class_weights']}.",
+        "",
+        "## Validation (the split used for early stopping and prior tuning; optimistic)",
+        f"- Best epoch {tr['best_epoch']} of {tr['epochs_run']}: disc macro-F1 {val.get('disc_f1_tuned', float('nan')):.3f} "
+        f"(argmax {val.get('disc_f1_argmax', float('nan')):.3f}), canal macro-F1 "
+        f"{val.get('canal_f1_tuned', float('nan')):.3f} (argmax {val.get('canal_f1_argmax', float('nan')):.3f}).",
+        f"- Class prior multipliers applied to the probabilities: disc {[round(x, 3) for x in cfg['disc_priors']]}, "
+        f"canal {[round(x, 3) for x in cfg['canal_priors']]}.",
+        "",
+    ]
+    evaluations = meta.get("evaluations") or []
+    if evaluations:
+        lines += ["## Held-out figures (patients never used for training, early stopping or tuning)", ""]
+        for ev in evaluations:
+            lines += [f"### {ev['data']} ({ev['n_patients']} patients)", ""]
+            lines += _task_table(ev["disc"], DISC_GRADES)
+            lines += _task_table(ev["canal"], CANAL_GRADES)
+    else:
+        lines += ["## Held-out figures", "", "None recorded for these weights.", ""]
+    notes = meta.get("notes") or []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += [
+        "## Limits",
+        "- Phantom data only: the images are rendered by `synth/` from real CervAI geometry and labels; no real MRI "
+        "grades were available, so nothing here says how the model does on real scans.",
+        "- Crops follow the given level boxes; wrong boxes give wrong crops (see `dump-crops` contact sheets).",
+        "",
+        "## Provenance",
+        f"- Seed {tr['seed']}; {tr['seconds'] / 60:.1f} min on {tr['device']} with {tr['threads']} threads; git commit "
+        f"{tr['git_commit']}; torch {tr['torch']}, timm {tr['timm']}, Python {tr['python']}.",
+        f"- Weights sha256 `{meta.get('weights_sha256')}` (classifier.pt: plain state_dict, "
+        "`torch.load(..., weights_only=True)`).",
+        f"- Full config: `classifier.json` → `config`; per-epoch history: `classifier.json` → `history`.",
+        "",
+        "## Retrain",
+        "```",
+        meta.get("command", "python -m classifier train --data DIR --out DIR"),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(weights_dir: Path, meta: Mapping[str, object]) -> Path:
+    path = Path(weights_dir) / CARD_FILE
+    path.write_text(model_card_text(meta), encoding="utf-8")
+    return path

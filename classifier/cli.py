@@ -1,0 +1,140 @@
+"""`python -m classifier train | evaluate | dump-crops`: the classifier's own command line."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import click
+
+from .config import ClassifierConfig
+from .data import PatientRecord, build_dataset
+from .predict import CONFIG_FILE, DEFAULT_WEIGHTS, Classifier
+from .report import GradeReport, grade_report
+
+
+def parse_overrides(items: Sequence[str]) -> Dict[str, object]:
+    """KEY=VALUE pairs, VALUE read as JSON when it parses (numbers, lists), else as a string."""
+    out: Dict[str, object] = {}
+    for item in items:
+        if "=" not in item:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def evaluate_records(classifier: Classifier, records: Sequence[PatientRecord], data: str) -> GradeReport:
+    grades = classifier.grade_crops([r.crops(classifier.cfg) for r in records])
+    return grade_report(data, grades, [r.labels for r in records])
+
+
+def holdout_split(records: Sequence[PatientRecord], fraction: float, seed: int) -> Tuple[Set[str], Set[str]]:
+    """Patient ids kept for training and held out for testing (stratified like the validation split)."""
+    from .train import split_patients
+    if fraction <= 0:
+        return {r.patient_id for r in records}, set()
+    keep, held = split_patients(records, fraction, seed + 1000)
+    return set(keep), set(held)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+    """Classifier stage: per-level disc and canal grades."""
+
+
+@cli.command()
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path, exists=True),
+              help="Training folder (challenge layout with labels.json and boxes.json); repeatable.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Weights folder to write.")
+@click.option("--data-name", default=None, help="How the model card names the training data.")
+@click.option("--holdout", type=float, default=0.0, show_default=True,
+              help="Fraction of patient ids held out of training and reported as test figures.")
+@click.option("--test", "test_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Extra test folder; where it shares patient ids with --data only the held-out ids count.")
+@click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
+@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, device):
+    """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
+    from .card import write_model_card
+    from .train import train as run_train
+    cfg = ClassifierConfig.from_dict(parse_overrides(overrides))
+    records: List[PatientRecord] = []
+    for d in data_dirs:
+        records += build_dataset(d)
+    keep, held = holdout_split(records, holdout, cfg.seed)
+    train_recs = [r for r in records if r.patient_id in keep]
+    name = data_name or ", ".join(str(d) for d in data_dirs)
+    run_train(train_recs, out_dir, cfg, device=device, data_name=name)
+
+    classifier = Classifier.load(out_dir, device)
+    evaluations = []
+    all_ids = {r.patient_id for r in records}
+    if held:
+        test = [r for r in records if r.patient_id in held]
+        evaluations.append(evaluate_records(classifier, test, f"held-out patients of {name}").to_dict())
+    for d in test_dirs:
+        recs = build_dataset(d)
+        shared = {r.patient_id for r in recs} & all_ids
+        if shared:
+            recs = [r for r in recs if r.patient_id in held]
+        if recs:
+            label = f"{d}" + (" (held-out ids only)" if shared else "")
+            evaluations.append(evaluate_records(classifier, recs, label).to_dict())
+    for ev in evaluations:
+        click.echo(f"{ev['data']}: disc macro-F1 {ev['disc']['macro_f1']:.3f}, canal macro-F1 {ev['canal']['macro_f1']:.3f}")
+    meta_path = Path(out_dir) / CONFIG_FILE
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["evaluations"] = evaluations
+    meta["holdout_ids"] = sorted(held)
+    meta["command"] = "python -m classifier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    click.echo(f"wrote {write_model_card(out_dir, meta)}")
+
+
+@cli.command()
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True),
+              help="Folder with labels.json and boxes.json.")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=DEFAULT_WEIGHTS, show_default=True)
+@click.option("--name", default=None, help="How the report names the data.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
+def evaluate(data_dir, weights_dir, name, json_out):
+    """Per-class disc and canal figures of a weights folder on a labelled folder."""
+    classifier = Classifier.load(weights_dir)
+    report = evaluate_records(classifier, build_dataset(data_dir), name or str(data_dir))
+    click.echo(report.text())
+    if json_out:
+        Path(json_out).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+
+
+@cli.command("dump-crops")
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path, exists=True),
+              help="Folder of patients (challenge layout).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Folder for PNGs.")
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
+              help="Box file (default: INPUT/boxes.json).")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="Label file to print true grades (default: INPUT/labels.json when present).")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
+              help="Weights to grade with (default: the shipped weights when present).")
+@click.option("--limit", type=int, default=None, help="At most this many patients.")
+def dump_crops(input_dir, out_dir, boxes_file, labels_file, weights_dir, limit):
+    """Every crop as PNG ({patient}_{position}_{view}.png) and a contact sheet per patient."""
+    from .dump import dump_patient
+    weights: Optional[Path] = weights_dir or (DEFAULT_WEIGHTS if (DEFAULT_WEIGHTS / CONFIG_FILE).exists() else None)
+    classifier = Classifier.load(weights) if weights else None
+    cfg = classifier.cfg if classifier else ClassifierConfig()
+    records = build_dataset(input_dir, labels_file, boxes_file, limit=limit)
+    for r in records:
+        crops = r.crops(cfg)
+        grades = classifier.grade_crops([crops])[0] if classifier else None
+        click.echo(dump_patient(out_dir, crops, r.study, grades, r.labels))
+
+
+def main() -> None:
+    cli()
