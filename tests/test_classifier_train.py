@@ -1,0 +1,146 @@
+"""Toy train -> load -> predict on phantoms in tmp_path: shapes, probabilities, missing axial, dumps, config, priors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from classifier.config import ClassifierConfig
+from classifier.data import build_dataset
+from classifier.decision import apply_priors, tune_priors
+from classifier.dump import crop_file_name, dump_patient
+from classifier.predict import CONFIG_FILE, WEIGHTS_FILE, Classifier, LevelGrades
+from classifier.train import class_weights, split_patients, train
+from evaluation.metrics import macro_f1
+from study.levels import CANAL_POSITIONS, DISCS, SAGITTAL_SLICES
+from study.study import Study
+from synth.generate import builtin_specs, generate
+
+# Tiny everything: this checks the plumbing, not the accuracy (the shipped-weights test does that).
+TOY = dict(epochs=2, batch_patients=3, threads=1, backbone_channels=[8, 16, 16, 32], stem_width=8,
+           hidden_dim=16, level_embedding_dim=4, sag_size=32, ax_size=32, patience=5)
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("phantoms")
+    generate(out, builtin_specs(8, 31), 31, "built-in statistical model")
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_dir, tmp_path_factory):
+    records = build_dataset(phantom_dir)
+    out = tmp_path_factory.mktemp("weights")
+    cfg = ClassifierConfig.from_dict({**TOY, "val_fraction": 0.25})
+    result = train(records, out, cfg, data_name="toy phantoms", log=lambda s: None)
+    return records, out, result
+
+
+def test_train_writes_weights_and_a_self_describing_config(trained):
+    records, out, result = trained
+    assert (out / WEIGHTS_FILE).is_file()
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    assert meta["training"]["data"] == "toy phantoms"
+    assert meta["config"]["sag_size"] == 32
+    assert len(meta["config"]["disc_priors"]) == 4 and len(meta["config"]["canal_priors"]) == 4
+    assert 1 <= result.best_epoch <= result.epochs_run <= 2
+    assert len(result.history) == result.epochs_run
+    assert set(result.train_ids).isdisjoint(result.val_ids)
+    assert len(result.train_ids) + len(result.val_ids) == len({r.patient_id for r in records})
+    state = torch.load(out / WEIGHTS_FILE, weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_predict_shapes_probabilities_and_features(trained):
+    records, out, _ = trained
+    clf = Classifier.load(out)
+    grades = clf.predict_many((r.study, r.boxes) for r in records[:3])
+    assert [g.patient_id for g in grades] == [r.patient_id for r in records[:3]]
+    for g in grades:
+        assert isinstance(g, LevelGrades)
+        assert len(g.disc_grades) == len(DISCS) and len(g.canal_grades) == len(CANAL_POSITIONS)
+        assert g.disc_probabilities.shape == (len(DISCS), 4)
+        assert g.canal_probabilities.shape == (len(CANAL_POSITIONS), 4)
+        np.testing.assert_allclose(g.disc_probabilities.sum(1), 1, atol=1e-5)
+        np.testing.assert_allclose(g.canal_probabilities.sum(1), 1, atol=1e-5)
+        assert g.features.shape == (len(CANAL_POSITIONS), clf.cfg.hidden_dim)
+        assert all(0 <= v <= 3 for v in g.disc_grades + g.canal_grades)
+        assert g.has_axial.all()
+        np.testing.assert_array_equal(g.disc_grades, apply_priors(g.disc_probabilities, clf.cfg.disc_priors))
+    # One patient alone grades the same as inside a batch.
+    alone = clf.predict(records[1].study, records[1].boxes)
+    np.testing.assert_allclose(alone.canal_probabilities, grades[1].canal_probabilities, atol=1e-5)
+
+
+def test_predict_without_axial_images(trained):
+    records, out, _ = trained
+    clf = Classifier.load(out)
+    r = records[0]
+    some = Study(r.patient_id, r.study.sagittal, {p: a for p, a in r.study.axial.items() if p not in ("C4", "C5-6")})
+    none = Study(r.patient_id, r.study.sagittal, {})
+    g_some, g_none = clf.predict(some, r.boxes), clf.predict(none, r.boxes)
+    assert list(g_some.has_axial) == [p not in ("C4", "C5-6") for p in CANAL_POSITIONS]
+    assert not g_none.has_axial.any()
+    for g in (g_some, g_none):
+        np.testing.assert_allclose(g.canal_probabilities.sum(1), 1, atol=1e-5)
+        assert np.isfinite(g.features).all()
+
+
+def test_dump_writes_every_crop_and_a_sheet(trained, tmp_path):
+    records, out, _ = trained
+    clf = Classifier.load(out)
+    r = records[0]
+    crops = r.crops(clf.cfg)
+    sheet = dump_patient(tmp_path, crops, r.study, clf.grade_crops([crops])[0], r.labels)
+    assert sheet.is_file() and sheet.stat().st_size > 10_000
+    for p in CANAL_POSITIONS:
+        for view in [f"sag{s}" for s in SAGITTAL_SLICES] + ["axial"]:
+            assert (tmp_path / r.patient_id / crop_file_name(r.patient_id, p, view)).is_file()
+
+
+def test_dump_crops_command(trained, phantom_dir, tmp_path):
+    from click.testing import CliRunner
+    from classifier.cli import cli
+    _, out, _ = trained
+    result = CliRunner().invoke(cli, ["dump-crops", "--input", str(phantom_dir), "--out", str(tmp_path),
+                                      "--weights", str(out), "--limit", "2"])
+    assert result.exit_code == 0, result.output
+    sheets = sorted(tmp_path.glob("*/*_sheet.png"))
+    assert len(sheets) == 2
+
+
+def test_config_rejects_unknown_keys_and_round_trips():
+    with pytest.raises(ValueError, match="unknown classifier setting"):
+        ClassifierConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
+    cfg = ClassifierConfig().replace(epochs=3, backbone_channels=[8, 16, 16, 32])
+    assert ClassifierConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_split_keeps_renders_of_a_patient_together(phantom_dir):
+    records = build_dataset(phantom_dir)
+    twice = records + records  # a second render of every patient id
+    train_ids, val_ids = split_patients(twice, 0.25, 0)
+    assert set(train_ids).isdisjoint(val_ids)
+    assert set(train_ids) | set(val_ids) == {r.patient_id for r in records}
+
+
+def test_tuned_priors_recover_a_rare_class():
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 300 + [1] * 20)
+    p = np.zeros((320, 2))
+    # The rare class scores higher when present but rarely wins the plain argmax.
+    p[:, 1] = np.clip(np.where(y == 1, 0.4, 0.1) + rng.normal(0, 0.05, 320), 0, 1)
+    p[:, 0] = 1 - p[:, 1]
+    before = macro_f1(y, p.argmax(1), 2)
+    priors, after = tune_priors(p, y)
+    assert after > before + 0.2
+    assert macro_f1(y, apply_priors(p, priors), 2) == pytest.approx(after)
+
+
+def test_class_weights_favour_rare_classes():
+    w = class_weights(np.array([0] * 90 + [1] * 10), 3, 0.5).numpy()
+    assert w[1] > w[0] and w[2] >= w[1]
