@@ -80,7 +80,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         "```",
         "python -m fusion.train --boxes ../shared/data/cervai/train_boxes.json \\",
         "    --labels ../shared/data/cervai/train_labels.json --out weights/fusion \\",
-        "    --data-name \"real geometry, CervAI 320\"",
+        "    --data-name \"real geometry, CervAI 320\" --padding-check",
         "```",
         "",
         *(["## Notes", *[f"- {n}" for n in meta["notes"]], ""] if meta.get("notes") else []),
