@@ -18,7 +18,8 @@ DEFAULT_N = 10
 
 def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_file: Optional[Path],
                   labels_file: Optional[Path], workers: Optional[int] = None) -> int:
-    """Render phantoms; returns the process exit code (0 ok, 2 bad arguments or input files)."""
+    """Render phantoms; returns the exit code: 0 all written, 1 some patients skipped (listed in
+    phantom.json and on stderr), 2 bad arguments or input files."""
     if (boxes_file is None) != (labels_file is None):
         click.echo("error: --boxes and --labels go together", err=True)
         return 2
@@ -37,7 +38,9 @@ def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_fil
         return 2
     workers = workers or min(len(specs), os.cpu_count() or 1)
     t0 = time.perf_counter()
-    generate(out_dir, specs, seed, mode, workers=workers, progress=sys.stderr.isatty())
-    click.echo(f"wrote {len(specs)} phantom patient(s) ({mode}, seed {seed}) to {out_dir} "
-               f"in {time.perf_counter() - t0:.1f} s")
-    return 0
+    labels, _, skipped = generate(out_dir, specs, seed, mode, workers=workers, progress=sys.stderr.isatty())
+    for s in skipped:
+        click.echo(f"warning: patient {s['id']} skipped: {s['skipped']}", err=True)
+    click.echo(f"wrote {len(labels)} phantom patient(s) ({mode}, seed {seed}) to {out_dir} "
+               f"in {time.perf_counter() - t0:.1f} s" + (f"; {len(skipped)} skipped" if skipped else ""))
+    return 1 if skipped else 0

@@ -12,10 +12,10 @@ import numpy as np
 from PIL import Image
 
 from study.challenge import (
-    PatientBoxes, PatientLabels, read_box_file, read_labels, write_box_file, write_json_atomic, write_labels,
+    Box, PatientBoxes, PatientLabels, read_box_file, read_labels, write_box_file, write_json_atomic, write_labels,
 )
 from study.errors import InputError
-from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, axial_file_stem
+from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem
 
 from .render import RenderedPatient, render_patient
 from .statistical_model import sample_patient
@@ -36,6 +36,7 @@ class PhantomSpec:
     index: int
     boxes: PatientBoxes
     labels: PatientLabels
+    notes: Tuple[str, ...] = ()
 
 
 def builtin_specs(n: int, seed: int) -> List[PhantomSpec]:
@@ -48,6 +49,31 @@ def builtin_specs(n: int, seed: int) -> List[PhantomSpec]:
     return specs
 
 
+# A real box that differs from the same level on the neighbouring slices by more than this is an
+# annotation slip (one real file has a C4 box 43 px tall on slice 7); the phantom borrows the level's
+# box from the agreeing slices instead, and phantom.json records the repair.
+OUTLIER_PX = 8.0
+
+
+def repair_outlier_boxes(boxes: PatientBoxes) -> Tuple[PatientBoxes, List[str]]:
+    """Replace a level's box on one slice when it disagrees with both other slices, which agree."""
+    fixed = {s: dict(boxes.boxes[s]) for s in SAGITTAL_SLICES}
+    notes = []
+    for lv in VERTEBRAE:
+        for s in SAGITTAL_SLICES:
+            others = [o for o in SAGITTAL_SLICES if o != s]
+            # C2's top legitimately differs between slices (the dens is a midline peg), so it is not compared.
+            keep = [0, 2, 3] if lv == "C2" else [0, 1, 2, 3]
+            a, b = (np.array(boxes.boxes[o][lv].as_tuple())[keep] for o in others)
+            me = np.array(boxes.boxes[s][lv].as_tuple())[keep]
+            if np.abs(a - b).max() <= OUTLIER_PX and min(np.abs(me - a).max(), np.abs(me - b).max()) > OUTLIER_PX:
+                fixed[s][lv] = Box(*((np.array(boxes.boxes[others[0]][lv].as_tuple())
+                                      + np.array(boxes.boxes[others[1]][lv].as_tuple())) / 2))
+                notes.append(f"{lv} on slice {s} disagreed with slices {others} by > {OUTLIER_PX:g} px; "
+                             f"rendered with their mean box")
+    return PatientBoxes(boxes.patient_id, fixed), notes
+
+
 def real_geometry_specs(boxes_file: Path, labels_file: Path, n: Optional[int]) -> List[PhantomSpec]:
     """Patients with the geometry and labels of a challenge box + label file, in box-file order."""
     contents = read_box_file(boxes_file)
@@ -55,8 +81,10 @@ def real_geometry_specs(boxes_file: Path, labels_file: Path, n: Optional[int]) -
         raise InputError(f"{len(contents.errors)} patient(s) with bad boxes, first: {contents.errors[0]}",
                          path=boxes_file)
     labels = {l.patient_id: l for l in read_labels(labels_file)}
-    specs = [PhantomSpec(i, b, labels[b.patient_id])
-             for i, b in enumerate(p for p in contents.patients if p.patient_id in labels)]
+    specs = []
+    for i, b in enumerate(p for p in contents.patients if p.patient_id in labels):
+        repaired, notes = repair_outlier_boxes(b)
+        specs.append(PhantomSpec(i, repaired, labels[b.patient_id], tuple(notes)))
     if not specs:
         raise InputError("no patient id appears in both the box file and the label file", path=boxes_file)
     return specs[:n] if n is not None else specs
@@ -87,19 +115,27 @@ def write_patient(out_dir: Path, rendered: RenderedPatient) -> None:
         _save_png(root / "tra" / f"{axial_file_stem(p)}.png", rendered.axial[p])
 
 
-def _render_and_write(args: Tuple[PhantomSpec, int, Path]) -> Tuple[PatientLabels, PatientBoxes, dict]:
+def _render_and_write(args: Tuple[PhantomSpec, int, Path]):
     spec, seed, out_dir = args
-    r = render_spec(spec, seed)
-    write_patient(out_dir, r)
+    try:
+        r = render_spec(spec, seed)
+        write_patient(out_dir, r)
+    except Exception as e:  # one impossible geometry must not cost the batch
+        return None, None, {"id": spec.labels.patient_id, "skipped": f"{type(e).__name__}: {e}"}
     meta = {"id": spec.labels.patient_id, "sagittal_spacing_mm": round(r.spacing_mm, 4),
             "axial_spacing_mm": round(r.axial_spacing_mm, 4),
             "listhesis_level": r.anatomy.listhesis_level, "listhesis_mm": round(r.anatomy.listhesis_mm, 3)}
+    if spec.notes:
+        meta["geometry_repairs"] = list(spec.notes)
     return r.labels, r.boxes, meta
 
 
 def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, workers: int = 1,
-             progress: bool = False) -> Tuple[List[PatientLabels], List[PatientBoxes]]:
-    """Render and write every patient, then the batch files. Returns labels and measured boxes."""
+             progress: bool = False) -> Tuple[List[PatientLabels], List[PatientBoxes], List[dict]]:
+    """Render and write every patient, then the batch files.
+
+    Returns the labels and measured boxes of the written patients, and one entry per skipped patient.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(spec, seed, out_dir) for spec in specs]
     results: Iterator
@@ -112,9 +148,12 @@ def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, 
     if progress:
         from tqdm import tqdm
         results = tqdm(results, total=len(jobs), desc="phantom", unit="patient")
-    labels, boxes, metas = [], [], []
+    labels, boxes, metas, skipped = [], [], [], []
     try:
         for l, b, m in results:
+            if l is None:
+                skipped.append(m)
+                continue
             labels.append(l)
             boxes.append(b)
             metas.append(m)
@@ -127,5 +166,5 @@ def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, 
         "generator": "cervical-spine phantom", "version": GENERATOR_VERSION, "seed": seed, "mode": mode,
         "note": "boxes.json holds the boxes measured on the rendered images (tight box + 3 px), "
                 "which match the source geometry to about a pixel",
-        "patients": metas})
-    return labels, boxes
+        "patients": metas, "skipped": skipped})
+    return labels, boxes, skipped

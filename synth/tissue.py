@@ -252,7 +252,8 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
         if k.size == 0:
             continue
         sk, tk, xk = s[k], tb[k], x[k]
-        u, v, w = (sk - c) / hh, tk / (col.depth[i] / 2), xk / (col.depth[i] * 0.62)
+        # Bodies are 16-20 mm wide whatever their depth, so slices 5/7 always cut them.
+        u, v, w = (sk - c) / hh, tk / (col.depth[i] / 2), xk / max(col.depth[i] * 0.62, 8.0)
         # Round in front, flat at the posterior wall (the canal side), as a cervical body is in an axial cut.
         across = np.where(v < 0, w ** 2 + v ** 2, np.abs(w) ** 3 + np.abs(v) ** 6)
         body = (u ** 4 + v ** 4 <= 1) & (across <= 1)
@@ -266,7 +267,9 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
     dens_c_s, dens_half = (col.dens_top + dens_low) / 2, (dens_low - col.dens_top) / 2
     k = np.flatnonzero((s > col.dens_top - 1) & (s < dens_low + 1))
     sk, tk, xk = s[k], tb[k], x[k]
-    outline = ((sk - dens_c_s) / dens_half) ** 4 + ((tk - 0.1 * d2) / (0.32 * d2)) ** 2 + (xk / (0.32 * d2)) ** 2
+    # Laterally the dens blends into C2's superior articular masses, which rise about as high, so the
+    # parasagittal slices 5/7 see C2 as tall as the mid slice does (as in the real boxes).
+    outline = ((sk - dens_c_s) / dens_half) ** 4 + ((tk - 0.1 * d2) / (0.32 * d2)) ** 2 + (xk / max(0.55 * d2, 7.0)) ** 4
     dens = outline <= 1
     tissue[k[dens]] = Tissue.MARROW
     level[k[dens]] = 1

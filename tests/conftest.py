@@ -58,3 +58,16 @@ def make_patient(tmp_path: Path) -> Callable[..., Path]:
 def patient_dir(make_patient) -> Path:
     """One valid challenge-layout patient folder, tmp_path/batch/p001."""
     return make_patient("p001")
+
+
+# ../shared/data beside the project root: real CervAI labels/boxes and real scans. Never copied here.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def cervai_dir() -> Path:
+    """The real CervAI label/box folder; skips the test where ../shared is absent."""
+    d = SHARED_DATA / "cervai"
+    if not (d / "train_boxes.json").is_file() or not (d / "train_labels.json").is_file():
+        pytest.skip(f"real CervAI files not found in {d}")
+    return d
