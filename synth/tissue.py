@@ -115,7 +115,8 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
     above = s < s_fm
 
     # --- neck: skin/fat shell, muscle inside ---------------------------------------------------
-    ant = -(depth / 2 + prm["anterior_neck_mm"] + np.clip(col.centre[1] - s, 0, 40) * 0.6)
+    # The jaw and face widen the neck forwards above C3 (a smooth ramp, so the outline has no kink).
+    ant = -(depth / 2 + prm["anterior_neck_mm"] + 24.0 / (1 + np.exp((s - col.centre[1] + 10) / 6)))
     # Outer contours follow a smooth canal line, not the diseased one, so lesions leave the skin alone.
     canal_ref = canal_front + float(np.mean(anat.canal_space))
     back = canal_ref + prm["posterior_neck_mm"]

@@ -1,0 +1,28 @@
+# The two README commands: `make demo` (install + run on examples/) and `make test` (full suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_OUT := runs/demo
+
+.PHONY: install demo test clean-demo
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -r requirements.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) pipeline.py validate --input examples
+	$(PY) pipeline.py geometry --boxes examples/boxes.json --out $(DEMO_OUT)/geometry.json
+	@echo "demo outputs in $(DEMO_OUT)/"
+
+# pytest exits 5 when it collected no test; that must fail, never pass silently.
+test: $(STAMP)
+	@$(PY) -m pytest -q tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+clean-demo:
+	rm -rf $(DEMO_OUT)
