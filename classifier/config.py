@@ -41,7 +41,7 @@ class ClassifierConfig:
     jitter_shift: float = 0.08         # training: centre jitter / pitch (sagittal) or / extent (axial)
     jitter_scale: float = 0.08
     jitter_rotate_deg: float = 6.0
-    threads: int = 2
+    threads: int = 1                   # the 2-core machine is shared: 2 threads thrash under load
     max_minutes: float = 9.0           # hard wall-clock cap on the training loop
     # --- decisions: per-class multipliers of the probabilities, tuned on validation for macro-F1
     disc_priors: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)

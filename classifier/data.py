@@ -11,6 +11,7 @@ import torch
 
 from detector.boxes import LevelBoxes
 from study.challenge import PatientLabels, read_box_file, read_labels
+from study.errors import StudyError
 from study.levels import CANAL_POSITIONS, DISCS
 from study.loader import find_patients, load_study
 from study.study import Study
@@ -62,7 +63,11 @@ def build_dataset(root: PathLike, labels_file: Optional[PathLike] = None, boxes_
         if pid not in boxes or (labels and pid not in labels):
             log.warning("skipping %s: no %s", pid, "boxes" if pid not in boxes else "labels")
             continue
-        study = load_study(patient_dir, require_all_axial=False)
+        try:
+            study = load_study(patient_dir, require_all_axial=False)
+        except StudyError as e:
+            log.warning("skipping %s: %s", pid, e)
+            continue
         records.append(PatientRecord(study, LevelBoxes.from_patient_boxes(boxes[pid]), find_canals(study),
                                      labels.get(pid), str(root)))
         if limit is not None and len(records) >= limit:
