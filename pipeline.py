@@ -70,5 +70,176 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
     sys.exit(geometry_command(boxes_file, out_file, weights_dir))
 
 
+# ------------------------------------------------------------------------------------------------
+# run: the whole reading, batch by batch
+# ------------------------------------------------------------------------------------------------
+WEIGHTS = ROOT / "weights"
+STAGES = ("detector", "classifier", "fusion")
+# A vertebra found with less confidence than this sends the patient to human review.
+REVIEW_MIN_CONFIDENCE = 0.5
+
+
+def _review_reasons(boxes, curve, study) -> tuple:
+    reasons = []
+    interp = boxes.interpolated_levels
+    if interp:
+        reasons.append(f"level(s) {', '.join(interp)} not found, interpolated from neighbours")
+    low = sorted({lv for s in boxes.vertebrae for lv, lb in boxes.vertebrae[s].items()
+                  if not lb.interpolated and lb.confidence < REVIEW_MIN_CONFIDENCE})
+    if low:
+        reasons.append(f"low detector confidence at {', '.join(low)}")
+    reasons.extend(f"anatomy check: {w}" for w in boxes.warnings)
+    reasons.extend(f"curve: {w}" for w in curve.warnings)
+    if study.missing_axial:
+        reasons.append(f"no axial image at {', '.join(study.missing_axial)} (graded from sagittal only)")
+    return tuple(reasons)
+
+
+class _Models:
+    """The three stages, loaded once after the weights manifest is verified."""
+
+    def __init__(self, weights_dir: Path, device: str, need_detector: bool):
+        from classifier.predict import Classifier
+        from fusion.model import load_fusion
+        from release.manifest import verify_manifest
+
+        stages = STAGES if need_detector else STAGES[1:]
+        verify_manifest(weights_dir, stages)
+        self.detector = None
+        if need_detector:
+            from detector.predict import Detector
+            self.detector = Detector.from_weights(weights_dir / "detector", device=device)
+        self.classifier = Classifier.load(weights_dir / "classifier", device)
+        self.fusion = load_fusion(weights_dir / "fusion")
+
+
+def _read_patient(models: "_Models", study, boxes, box_source: str, dump_dir):
+    """Stage 2 and 3 for one patient whose boxes are known; returns (PatientReport, pictures)."""
+    from fusion.image_features import image_features
+    from fusion.model import level_features, predict as assess_curve
+    from report.draw import patient_pictures
+    from report.patient import PatientReport
+    from study.levels import MID_SAGITTAL_SLICE
+
+    crops = models.classifier.crops(study, boxes)
+    grades = models.classifier.grade_crops([crops])[0]
+    extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
+    mid_boxes = {lv: lb.box for lv, lb in boxes.vertebrae[MID_SAGITTAL_SLICE].items()}
+    extra.update(image_features(study.mid_sagittal, mid_boxes))
+    curve = assess_curve(models.fusion, boxes.as_patient_boxes(), extra, study.sagittal_spacing_mm)
+    report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
+                           _review_reasons(boxes, curve, study), dict(study.sources))
+    if dump_dir is not None:
+        from classifier.dump import dump_patient
+        dump_patient(dump_dir, crops, study, grades)
+    return report, patient_pictures(study, report)
+
+
+def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, device: str, batch_size: int,
+              weights_dir: Path = WEIGHTS) -> int:
+    """Read every patient under input_dir; returns the exit code (0 all read, 1 some failed, 2 unusable)."""
+    import time
+
+    from tqdm import tqdm
+
+    from detector.boxes import LevelBoxes
+    from release.manifest import WeightsError
+    from report.html import patient_section, write_report_html
+    from study.challenge import read_box_file, write_json_atomic, write_labels
+    from study.errors import InputError, StudyError
+    from study.loader import find_patients, load_study
+
+    t0 = time.perf_counter()
+    try:
+        patients = find_patients(input_dir)
+        given = None
+        if boxes_file is not None:
+            contents = read_box_file(boxes_file)
+            given = contents.by_id()
+            given_errors = {e.patient: str(e) for e in contents.errors if e.patient}
+        models = _Models(weights_dir, device, need_detector=given is None)
+    except (InputError, WeightsError, FileNotFoundError) as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dump_dir = out_dir / "crops" if dump_crops else None
+    reports, sections, errors = {}, [], []
+
+    def fail(pid: str, message: str):
+        errors.append({"id": pid, "error": message})
+
+    bar = tqdm(total=len(patients), desc="patients", unit="patient", disable=None)
+    for start in range(0, len(patients), batch_size):
+        studies = []
+        for folder in patients[start:start + batch_size]:
+            try:
+                studies.append(load_study(folder, require_all_axial=False))
+            except StudyError as e:
+                fail(folder.name, str(e))
+                bar.update(1)
+        if given is not None:
+            boxes_list = []
+            for st in studies:
+                if st.patient_id in given:
+                    boxes_list.append(LevelBoxes.from_patient_boxes(given[st.patient_id]))
+                else:
+                    boxes_list.append(given_errors.get(st.patient_id, "no boxes for this patient in the box file"))
+            source = "given"
+        else:
+            try:
+                boxes_list = models.detector.predict_batch(studies)
+            except Exception:  # isolate the patient that breaks the batch
+                boxes_list = []
+                for st in studies:
+                    try:
+                        boxes_list.append(models.detector.predict(st))
+                    except Exception as e:
+                        boxes_list.append(f"detector failed: {type(e).__name__}: {e}")
+            source = "detector"
+        for st, boxes in zip(studies, boxes_list):
+            try:
+                if isinstance(boxes, str):
+                    raise InputError(boxes, patient=st.patient_id)
+                report, pictures = _read_patient(models, st, boxes, source, dump_dir)
+                write_json_atomic(out_dir / "reports" / f"{st.patient_id}.json", report.to_dict())
+                reports[st.patient_id] = report
+                sections.append(patient_section(report, pictures))
+            except Exception as e:  # one bad patient never stops the batch
+                fail(st.patient_id, str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
+            bar.update(1)
+    bar.close()
+
+    order = [p.name for p in patients]
+    done = [reports[pid].challenge_labels() for pid in order if pid in reports]
+    write_labels(out_dir / "predictions.json", done)
+    write_json_atomic(out_dir / "errors.json", errors)
+    seconds = time.perf_counter() - t0
+    summary = (f"{len(patients)} patient(s): {len(done)} read, {len(errors)} failed, "
+               f"{sum(r.needs_review for r in reports.values())} flagged for review, {seconds:.1f} s")
+    write_report_html(out_dir / "report.html", sections, errors, summary)
+    for e in errors:
+        click.echo(f"failed: {e['id']}: {e['error']}", err=True)
+    click.echo(summary)
+    click.echo(f"outputs: {out_dir / 'predictions.json'}, {out_dir / 'report.html'}, {out_dir / 'reports'}/"
+               + (f", {dump_dir}/" if dump_dir else ""))
+    return 1 if errors else 0
+
+
+@cli.command()
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
+              help="One patient folder or a folder of patients (challenge layout).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
+              help="Use these vertebra boxes instead of the detector (oracle mode).")
+@click.option("--dump-crops", is_flag=True, help="Write every crop and a contact sheet per patient to OUT/crops.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
+              help="Patients loaded and pushed through the networks together.")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True)
+def run(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir):
+    """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json."""
+    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir))
+
+
 if __name__ == "__main__":
     cli()

@@ -1,0 +1,81 @@
+"""PatientReport: one patient's full reading (challenge row + details); it can save and draw itself."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from classifier.predict import LevelGrades
+from detector.boxes import LevelBoxes
+from fusion.model import CurveAssessment
+from study.challenge import PatientLabels, format_box_string
+from study.levels import (
+    ALIGNMENT_CLASSES, CANAL_GRADES, CANAL_POSITIONS, CURVATURE_CLASSES, DISC_GRADES, DISCS, SAGITTAL_SLICES,
+    VERTEBRAE,
+)
+
+REPORT_VERSION = 1
+
+
+def _round(x: float, n: int = 4) -> float:
+    return float(round(float(x), n))
+
+
+def _box_dict(lb) -> Dict[str, object]:
+    b = lb.box
+    return {"box": format_box_string(b), "xyxy": [_round(v, 2) for v in b.as_tuple()],
+            "confidence": _round(lb.confidence, 3), "interpolated": bool(lb.interpolated)}
+
+
+@dataclass(frozen=True)
+class PatientReport:
+    """Everything the run decided for one patient, and why it may need a human look."""
+
+    patient_id: str
+    boxes: LevelBoxes
+    grades: LevelGrades
+    curve: CurveAssessment
+    box_source: str                      # "detector" or "given" (--boxes)
+    warnings: Tuple[str, ...] = ()
+    review_reasons: Tuple[str, ...] = ()
+    inputs: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def needs_review(self) -> bool:
+        return bool(self.review_reasons)
+
+    def challenge_labels(self) -> PatientLabels:
+        return PatientLabels(self.patient_id, self.curve.curvature, self.curve.alignment,
+                             tuple(int(g) for g in self.grades.disc_grades),
+                             tuple(int(g) for g in self.grades.canal_grades))
+
+    def to_dict(self) -> Dict[str, object]:
+        g, c = self.grades, self.curve
+        return {
+            "report_version": REPORT_VERSION,
+            "id": self.patient_id,
+            "needs_review": self.needs_review,
+            "review_reasons": list(self.review_reasons),
+            "warnings": list(self.warnings),
+            "box_source": self.box_source,
+            "levels": {
+                "vertebrae": {str(s): {lv: _box_dict(self.boxes.vertebrae[s][lv]) for lv in VERTEBRAE}
+                              for s in SAGITTAL_SLICES},
+                "discs": {str(s): {d: _box_dict(self.boxes.discs[s][d]) for d in DISCS} for s in SAGITTAL_SLICES},
+            },
+            "disc": {d: {"grade": int(g.disc_grades[i]), "grade_name": DISC_GRADES[g.disc_grades[i]],
+                         "probabilities": [_round(p) for p in g.disc_probabilities[i]]}
+                     for i, d in enumerate(DISCS)},
+            "canal": {p: {"grade": int(g.canal_grades[i]), "grade_name": CANAL_GRADES[g.canal_grades[i]],
+                          "probabilities": [_round(v) for v in g.canal_probabilities[i]],
+                          "axial_used": bool(g.has_axial[i])}
+                      for i, p in enumerate(CANAL_POSITIONS)},
+            "curvature": {"class": c.curvature, "name": CURVATURE_CLASSES[c.curvature],
+                          "probabilities": [_round(p) for p in c.curvature_probs]},
+            "alignment": {"class": c.alignment, "name": ALIGNMENT_CLASSES[c.alignment],
+                          "probabilities": [_round(p) for p in c.alignment_probs]},
+            "curve_measurements": {k: (None if v is None or not np.isfinite(v) else _round(v))
+                                   for k, v in sorted(c.features.items())},
+            "inputs": dict(self.inputs),
+        }
