@@ -95,6 +95,28 @@ def _review_reasons(boxes, curve, study) -> tuple:
     return tuple(reasons)
 
 
+class _StageClock:
+    """Wall seconds spent in each stage of a run, for run.json and the benchmark."""
+
+    def __init__(self):
+        import time
+        self._now = time.perf_counter
+        self.seconds = {}
+
+    def __call__(self, stage: str):
+        clock = self
+
+        class _Span:
+            def __enter__(self):
+                self.t = clock._now()
+
+            def __exit__(self, *exc):
+                clock.seconds[stage] = clock.seconds.get(stage, 0.0) + clock._now() - self.t
+                return False
+
+        return _Span()
+
+
 class _Models:
     """The three stages, loaded once after the weights manifest is verified."""
 
@@ -113,26 +135,45 @@ class _Models:
         self.fusion = load_fusion(weights_dir / "fusion")
 
 
-def _read_patient(models: "_Models", study, boxes, box_source: str, dump_dir):
-    """Stage 2 and 3 for one patient whose boxes are known; returns (PatientReport, pictures)."""
+def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: str, dump_dir, clock):
+    """Stage 3 and the outputs for one patient whose boxes and grades are known."""
     from fusion.image_features import image_features
     from fusion.model import level_features, predict as assess_curve
     from report.draw import patient_pictures
     from report.patient import PatientReport
     from study.levels import MID_SAGITTAL_SLICE
 
-    crops = models.classifier.crops(study, boxes)
-    grades = models.classifier.grade_crops([crops])[0]
-    extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
-    mid_boxes = {lv: lb.box for lv, lb in boxes.vertebrae[MID_SAGITTAL_SLICE].items()}
-    extra.update(image_features(study.mid_sagittal, mid_boxes))
-    curve = assess_curve(models.fusion, boxes.as_patient_boxes(), extra, study.sagittal_spacing_mm)
+    with clock("fusion"):
+        extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
+        mid_boxes = {lv: lb.box for lv, lb in boxes.vertebrae[MID_SAGITTAL_SLICE].items()}
+        extra.update(image_features(study.mid_sagittal, mid_boxes))
+        curve = assess_curve(models.fusion, boxes.as_patient_boxes(), extra, study.sagittal_spacing_mm)
     report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
                            _review_reasons(boxes, curve, study), dict(study.sources))
-    if dump_dir is not None:
-        from classifier.dump import dump_patient
-        dump_patient(dump_dir, crops, study, grades)
-    return report, patient_pictures(study, report)
+    with clock("outputs"):
+        if dump_dir is not None:
+            from classifier.dump import dump_patient
+            dump_patient(dump_dir, crops, study, grades)
+        pictures = patient_pictures(study, report)
+    return report, pictures
+
+
+def _guard(fn, stage: str):
+    """fn() or, if it fails, the failure as a message (so one patient's failure stays its own)."""
+    try:
+        return fn()
+    except Exception as e:
+        return f"{stage} failed: {type(e).__name__}: {e}"
+
+
+def _isolated(batch_fn, single_fn, items, stage: str) -> list:
+    """Run a stage on a batch; if the batch fails, retry item by item so only the culprit fails."""
+    if not items:
+        return []
+    try:
+        return list(batch_fn(items))
+    except Exception:
+        return [_guard(lambda it=it: single_fn(it), stage) for it in items]
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, device: str, batch_size: int,
@@ -157,7 +198,9 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
             contents = read_box_file(boxes_file)
             given = contents.by_id()
             given_errors = {e.patient: str(e) for e in contents.errors if e.patient}
-        models = _Models(weights_dir, device, need_detector=given is None)
+        clock = _StageClock()
+        with clock("model load"):
+            models = _Models(weights_dir, device, need_detector=given is None)
     except (InputError, WeightsError, FileNotFoundError) as e:
         click.echo(f"error: {e}", err=True)
         return 2
@@ -171,12 +214,13 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     bar = tqdm(total=len(patients), desc="patients", unit="patient", disable=None)
     for start in range(0, len(patients), batch_size):
         studies = []
-        for folder in patients[start:start + batch_size]:
-            try:
-                studies.append(load_study(folder, require_all_axial=False))
-            except StudyError as e:
-                fail(folder.name, str(e))
-                bar.update(1)
+        with clock("load images"):
+            for folder in patients[start:start + batch_size]:
+                try:
+                    studies.append(load_study(folder, require_all_axial=False))
+                except StudyError as e:
+                    fail(folder.name, str(e))
+                    bar.update(1)
         if given is not None:
             boxes_list = []
             for st in studies:
@@ -186,21 +230,26 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
                     boxes_list.append(given_errors.get(st.patient_id, "no boxes for this patient in the box file"))
             source = "given"
         else:
-            try:
-                boxes_list = models.detector.predict_batch(studies)
-            except Exception:  # isolate the patient that breaks the batch
-                boxes_list = []
-                for st in studies:
-                    try:
-                        boxes_list.append(models.detector.predict(st))
-                    except Exception as e:
-                        boxes_list.append(f"detector failed: {type(e).__name__}: {e}")
+            with clock("detector"):
+                boxes_list = _isolated(models.detector.predict_batch, models.detector.predict, studies,
+                                       "detector")
             source = "detector"
-        for st, boxes in zip(studies, boxes_list):
+        # Crop every patient, then push all their levels through the classifier together.
+        with clock("classifier"):
+            crops_list = [_guard(lambda st=st, b=b: models.classifier.crops(st, b), "cropping")
+                          if not isinstance(b, str) else b for st, b in zip(studies, boxes_list)]
+            ok = [k for k, c in enumerate(crops_list) if not isinstance(c, str)]
+            graded = _isolated(models.classifier.grade_crops, lambda c: models.classifier.grade_crops([c])[0],
+                               [crops_list[k] for k in ok], "classifier")
+            grades_list = list(crops_list)
+            for k, g in zip(ok, graded):
+                grades_list[k] = g
+        for st, boxes, crops, grades in zip(studies, boxes_list, crops_list, grades_list):
             try:
-                if isinstance(boxes, str):
-                    raise InputError(boxes, patient=st.patient_id)
-                report, pictures = _read_patient(models, st, boxes, source, dump_dir)
+                for stage_result in (boxes, crops, grades):
+                    if isinstance(stage_result, str):
+                        raise InputError(stage_result, patient=st.patient_id)
+                report, pictures = _read_patient(models, st, boxes, crops, grades, source, dump_dir, clock)
                 write_json_atomic(out_dir / "reports" / f"{st.patient_id}.json", report.to_dict())
                 reports[st.patient_id] = report
                 sections.append(patient_section(report, pictures))
@@ -209,6 +258,11 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
             bar.update(1)
     bar.close()
 
+    clock.seconds["total"] = time.perf_counter() - t0
+    write_json_atomic(out_dir / "run.json", {
+        "input": str(input_dir), "boxes": str(boxes_file) if boxes_file else None, "device": device,
+        "batch_size": batch_size, "weights": str(weights_dir), "dump_crops": dump_crops,
+        "patients": len(patients), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}})
     order = [p.name for p in patients]
     done = [reports[pid].challenge_labels() for pid in order if pid in reports]
     write_labels(out_dir / "predictions.json", done)
