@@ -16,8 +16,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) pipeline.py validate --input examples
-	$(PY) pipeline.py geometry --boxes examples/boxes.json --out $(DEMO_OUT)/geometry.json
-	@echo "demo outputs in $(DEMO_OUT)/"
+	$(PY) pipeline.py run --input examples --out $(DEMO_OUT) --dump-crops
+	$(PY) pipeline.py evaluate --labels examples/labels.json --pred $(DEMO_OUT)/predictions.json --out $(DEMO_OUT)/evaluation
+	@echo "demo outputs: $(DEMO_OUT)/predictions.json, $(DEMO_OUT)/report.html (open it in a browser),"
+	@echo "  $(DEMO_OUT)/reports/<id>.json, $(DEMO_OUT)/crops/<id>/<id>_sheet.png, $(DEMO_OUT)/evaluation/"
 
 # pytest exits 5 when it collected no test; that must fail, never pass silently.
 test: $(STAMP)
