@@ -163,6 +163,7 @@ def fill_missing(found: Mapping[int, List[Optional[Tuple[np.ndarray, float]]]]
                             for f in found[s]]) for s in slices}
     for s in slices:
         levels: Dict[str, LevelBox] = {}
+        how: Dict[str, List[str]] = {}
         for lv_i, lv in enumerate(VERTEBRAE):
             f = found[s][lv_i]
             if f is not None:
@@ -170,12 +171,13 @@ def fill_missing(found: Mapping[int, List[Optional[Tuple[np.ndarray, float]]]]
                 continue
             filled = _from_other_slices(found, centres, s, lv_i) or _from_neighbours(found[s], lv_i)
             if filled is None:
-                xyxy = FALLBACK_LAYOUT[lv_i]
-                levels[lv] = LevelBox(_as_box(xyxy), 0.0, True)
-                warnings.append(f"slice {s}: {lv} not found anywhere; placed at the population layout")
+                levels[lv] = LevelBox(_as_box(FALLBACK_LAYOUT[lv_i]), 0.0, True)
+                how.setdefault("no vertebra found; placed at the population layout", []).append(lv)
             else:
                 levels[lv] = LevelBox(_as_box(filled[0]), filled[1], True)
-                warnings.append(f"slice {s}: {lv} not detected; interpolated ({filled[2]})")
+                how.setdefault(f"interpolated {filled[2]}", []).append(lv)
+        for reason, lvs in how.items():
+            warnings.append(f"slice {s}: {', '.join(lvs)} not detected; {reason}")
         out[s] = levels
     return out, warnings
 

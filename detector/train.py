@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -77,6 +78,15 @@ def _mri_trainer(appearance):
     return MRITrainer
 
 
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+def resolve_model_yaml(name: str) -> Union[Path, str]:
+    """A project model .yaml (detector/models/) by name, else the name for ultralytics' own cfg folder."""
+    local = MODELS_DIR / name
+    return local if local.is_file() else name
+
+
 def git_commit() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
@@ -105,10 +115,10 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     tc = train_config
     work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work"
-    configure(work / "ultralytics-config", threads=tc.threads)
+    configure(work / "ultralytics-config", threads=tc.threads or max(1, (os.cpu_count() or 2) - 1))
     info = build_dataset(layout_dir, boxes_file, work / "dataset", tc.val_fraction, tc.seed, config.class_design,
                          val_ids=val_ids)
-    model = yolo()(config.model_yaml)
+    model = yolo()(str(resolve_model_yaml(config.model_yaml)))
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)

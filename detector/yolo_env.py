@@ -45,7 +45,6 @@ def configure(config_dir: Optional[Path] = None, threads: Optional[int] = None) 
         os.environ["YOLO_CONFIG_DIR"] = str(cfg)
     os.environ["YOLO_OFFLINE"] = "1"         # is_online() -> False: no DNS probe, no hub, no asset fetch
     os.environ["YOLO_AUTOINSTALL"] = "false"  # never pip-install a missing optional package at run time
-    os.environ.setdefault("YOLO_VERBOSE", "false")
     if already_imported:
         from ultralytics.utils import USER_CONFIG_DIR
         _install_fonts(Path(USER_CONFIG_DIR))
