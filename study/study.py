@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Mapping, Optional, Tuple
 
 import numpy as np
 
 from .levels import CANAL_POSITIONS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES
+
+if TYPE_CHECKING:  # only for annotations: geometry must not be imported by every Study user
+    from .geometry import AxialSlice, ImagePlane
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,16 @@ class Study:
     # Where each image came from: "sag/5", "tra/C2-3", ... -> path (or series description).
     sources: Mapping[str, str] = field(default_factory=dict)
     warnings: Tuple[str, ...] = ()
+    # Filled by the DICOM and NIfTI loaders (study.inputs); empty for challenge PNGs.
+    # Which series or volumes were used and why (never identifying tag values).
+    provenance: Tuple[str, ...] = ()
+    # Where the mid-sagittal image (slice 6) lies in patient space (DICOM LPS, mm).
+    sagittal_geometry: Optional["ImagePlane"] = None
+    # Where each axial image lies in patient space, per canal position.
+    axial_geometry: Mapping[str, "ImagePlane"] = field(default_factory=dict)
+    # Axial slices not yet matched to levels: study.axial_match.attach_axials fills `axial` from them
+    # once the detector has placed the levels.
+    pending_axial: Tuple["AxialSlice", ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self):
         missing = [s for s in SAGITTAL_SLICES if s not in self.sagittal]
