@@ -78,6 +78,8 @@ class MRIAppearance:
         self.cfg = cfg
 
     def __call__(self, labels: dict) -> dict:
+        if self.cfg.p_partial_fov > 0 and np.random.random() < self.cfg.p_partial_fov:
+            labels = partial_fov(labels, self.cfg, np.random.default_rng(np.random.randint(0, 2 ** 31 - 1)))
         img = labels["img"]
         gray = img.mean(2) if img.ndim == 3 else img
         # Drawn from the global stream, which ultralytics seeds per dataloader worker; a generator held
@@ -87,3 +89,40 @@ class MRIAppearance:
         out8 = np.round(out * 255).astype(np.uint8)
         labels["img"] = np.repeat(out8[:, :, None], 3, 2) if img.ndim == 3 else out8
         return labels
+
+
+def partial_fov(labels: dict, cfg: AppearanceConfig, rng: np.random.Generator) -> dict:
+    """Keep only a window over part of the spine, black elsewhere; boxes less than partial_fov_min_visible
+    inside the window are dropped, the rest clipped to it (a tightly cropped real scan looks like this)."""
+    inst = labels.get("instances")
+    if inst is None or len(inst) == 0:
+        return labels
+    img = labels["img"]
+    h, w = img.shape[:2]
+    inst.convert_bbox("xyxy")
+    was_normalized = inst.normalized
+    if was_normalized:
+        inst.denormalize(w, h)
+    b = inst.bboxes.copy()
+    y_lo, y_hi = float(b[:, 1].min()), float(b[:, 3].max())
+    wh = rng.uniform(*cfg.partial_fov_height)
+    ww = rng.uniform(*cfg.partial_fov_width)
+    top = rng.uniform(y_lo - 0.3 * wh, max(y_lo - 0.3 * wh + 1, y_hi - 0.5 * wh))
+    # Real sagittal crops centre on the canal, which lies behind the bodies: shift the window backwards.
+    cx = float(np.median((b[:, 0] + b[:, 2]) / 2)) + rng.uniform(-10, 25)
+    x1, y1 = int(np.clip(cx - ww / 2, 0, w - 8)), int(np.clip(top, 0, h - 8))
+    x2, y2 = int(np.clip(cx + ww / 2, x1 + 8, w)), int(np.clip(top + wh, y1 + 8, h))
+    clipped = np.stack([np.clip(b[:, 0], x1, x2), np.clip(b[:, 1], y1, y2),
+                        np.clip(b[:, 2], x1, x2), np.clip(b[:, 3], y1, y2)], 1)
+    area = lambda a: np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)  # noqa: E731
+    keep = area(clipped) >= cfg.partial_fov_min_visible * np.maximum(area(b), 1e-6)
+    out = np.zeros_like(img)
+    out[y1:y2, x1:x2] = img[y1:y2, x1:x2]
+    labels["img"] = out
+    kept = inst[keep]
+    kept.update(clipped[keep].astype(np.float32))
+    if was_normalized:
+        kept.normalize(w, h)
+    labels["instances"] = kept
+    labels["cls"] = labels["cls"][keep]
+    return labels
