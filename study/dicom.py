@@ -54,8 +54,9 @@ class Scrubber:
     MIN_TOKEN = 3
 
     def __init__(self, values: Iterable[str] = ()):
+        self.values = tuple(sorted({str(v) for v in values}))
         tokens = set()
-        for raw in values:
+        for raw in self.values:
             value = str(raw).strip()
             if not value:
                 continue
@@ -193,6 +194,8 @@ def _skip_reason(ds) -> Optional[str]:
             DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
         return "DICOMDIR index"
     sop = str(ds.get("SOPClassUID", "") or "")
+    if not sop and "Rows" not in ds:
+        return "incomplete (no SOP class, no image attributes; a truncated file?)"
     modality = str(ds.get("Modality", "") or "")
     if sop and sop not in MR_IMAGE_SOP_CLASSES:
         import pydicom
@@ -344,10 +347,14 @@ def load_dicom_study(files: Sequence[PathLike], patient: str, base: Optional[Pat
     by_study: Dict[str, list] = defaultdict(list)
     for name, ds in headers:
         by_study[str(ds.get("StudyInstanceUID", "") or "")].append((name, ds))
+    # Files without a StudyInstanceUID (fragments) stay with the study, where they are reported.
+    loose = by_study.pop("", []) if len(by_study) > 1 else []
     if len(by_study) > 1:
         largest = max(by_study, key=lambda k: len(by_study[k]))
         notes.append(f"files of {len(by_study)} studies found; read the largest ({len(by_study[largest])} files)")
-        headers = by_study[largest]
+        headers = by_study[largest] + loose
+    elif loose:
+        headers = next(iter(by_study.values())) + loose
     try:
         return _assemble(headers, patient, notes, clean)
     except StudyError as e:
@@ -380,8 +387,9 @@ def _assemble(headers, patient: str, notes: List[str], clean) -> Study:
     for (label, reason), names in skipped.items():
         provenance.append(f"ignored: {label} ({len(names)} file{'s' if len(names) != 1 else ''}): {reason}"
                           + (f" [{names[0]}]" if reason == "no pixel data" else ""))
-        if reason == "no pixel data":
-            notes.append(f"{label}: {len(names)} file(s) without pixel data ignored ({', '.join(names[:5])})")
+        if reason == "no pixel data" or reason.startswith("incomplete"):
+            notes.append(f"{label}: {len(names)} file(s) {'without pixel data' if reason == 'no pixel data' else reason}"
+                         f" ignored ({', '.join(names[:5])})")
     echoes: Dict[str, int] = defaultdict(int)
     for series_uid, _ in groups:
         echoes[series_uid] += 1

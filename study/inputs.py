@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ CHALLENGE, DICOM, NIFTI = "challenge", "dicom", "nifti"
 _IGNORED_DIRS = frozenset({"__MACOSX"})
 # Files that sit beside images by design (BIDS sidecars and tables, the challenge's JSON): not worth a note.
 _QUIET_SUFFIXES = frozenset({".json", ".tsv", ".bval", ".bvec", ".md", ".txt"})
+# Folder names that exporters and scanners give to a study's contents, never a patient's name or id:
+# a study folder holding only such a folder is named by itself.
+_GENERIC_FOLDER = re.compile(r"(dicom|dcm|images?|data|files|export|series|study|studies|mri?|"
+                             r"(s|se|ser|series|st|study|img|im|dir)?[ _-]?\d+)", re.I)
 
 
 @dataclass(frozen=True)
@@ -89,9 +94,10 @@ def find_inputs(root: PathLike) -> List[InputSource]:
         return [InputSource(CHALLENGE, patient_id_of(p), p, root=root) for p in find_patients(root)]
 
     sources: List[InputSource] = [InputSource(CHALLENGE, patient_id_of(p), p, root=root) for p in challenge_dirs]
-    sources += _dicom_sources(root, dicom_files, nifti_files)
+    dicom_sources, scrubbers = _dicom_sources(root, dicom_files, nifti_files, bool(challenge_dirs))
+    sources += dicom_sources
     sources += _nifti_sources(root, nifti_files)
-    sources = _with_other_files(sources, other, root)
+    sources = _with_other_files(sources, other, root, scrubbers)
     return _unique_ids(sources)
 
 
@@ -112,7 +118,9 @@ def _first_part(path: Path, root: Path) -> Optional[str]:
     return rel[0] if len(rel) > 1 else None  # None: the file lies directly in root
 
 
-def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path]) -> List[InputSource]:
+def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path], others_here: bool
+                   ) -> Tuple[List[InputSource], Dict[Path, Scrubber]]:
+    """One source per StudyInstanceUID, and per source folder a scrubber of its identifying values."""
     studies: Dict[str, List[Path]] = defaultdict(list)
     identifiers: Dict[str, set] = defaultdict(set)
     unreadable: List[Path] = []
@@ -124,25 +132,33 @@ def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path]) -> Li
             continue
         studies[uid].append(f)
         identifiers[uid].update(ids)
+    if len(studies) > 1 and "" in studies:
+        # Files without a StudyInstanceUID beside real studies are fragments (truncated, or not images):
+        # they go with the study of their folder, whose loader reports them.
+        unreadable.extend(studies.pop(""))
     # Which studies each first-level folder holds (None = files directly in root).
     per_part: Dict[Optional[str], set] = defaultdict(set)
     for uid, fs in studies.items():
         for f in fs:
             per_part[_first_part(f, root)].add(uid)
     nifti_parts = {_first_part(f, root) for f in nifti_files}
-    sources = []
+    sources: List[InputSource] = []
+    scrubbers: Dict[Path, Scrubber] = {}
     for uid, fs in studies.items():
         parts = {_first_part(f, root) for f in fs}
         notes: List[str] = []
         name: Optional[str] = None
         folder = root
-        if len(parts) == 1 and None not in parts:
-            part = next(iter(parts))
+        only_part = next(iter(parts)) if len(parts) == 1 and None not in parts else None
+        if len(studies) == 1 and not nifti_files and not others_here and \
+                (only_part is None or _GENERIC_FOLDER.fullmatch(only_part)):
+            # root is the study itself (its series may sit in nested folders with any names).
+            name = Path(os.path.abspath(root)).name
+        elif only_part is not None:
+            part = only_part
             folder = root / part
             if per_part[part] == {uid} and part not in nifti_parts:
                 name = part
-        elif len(studies) == 1 and not nifti_files:
-            name = root.name if root.name not in ("", ".", "..") else Path(os.path.abspath(root)).name
         if name is not None and Scrubber(identifiers[uid]).identifies(name):
             notes.append("the folder name contains identifying values; a hashed patient id is used")
             name = None
@@ -150,16 +166,19 @@ def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path]) -> Li
         if not uid:
             notes.append("the files carry no StudyInstanceUID; grouped as one study")
         sources.append(InputSource(DICOM, pid, folder, tuple(sorted(fs)), root, tuple(notes)))
+        scrubbers[folder] = Scrubber(set(identifiers[uid]) | (set(scrubbers[folder].values)
+                                                             if folder in scrubbers else set()))
     if unreadable:
         # Files that start like DICOM but do not parse: report them with the study of their folder.
         for f in unreadable:
-            for k, s in enumerate(sources):
-                if s.path != root and s.path in f.parents:
-                    sources[k] = InputSource(s.kind, s.patient_id, s.path, s.files + (f,), s.root, s.notes)
-                    break
+            owners = [k for k, s in enumerate(sources) if s.path in f.parents]
+            if owners:
+                k = max(owners, key=lambda k: len(sources[k].path.parts))   # the deepest folder holding it
+                s = sources[k]
+                sources[k] = InputSource(s.kind, s.patient_id, s.path, s.files + (f,), s.root, s.notes)
             else:
-                log.warning("skipping %s: not readable as DICOM", f.relative_to(root))
-    return sources
+                log.warning("skipping a file that is not readable as DICOM (%d in all)", len(unreadable))
+    return sources, scrubbers
 
 
 def _nifti_unit(f: Path, root: Path) -> Path:
@@ -184,8 +203,10 @@ def _nifti_sources(root: Path, files: List[Path]) -> List[InputSource]:
     return out
 
 
-def _with_other_files(sources: List[InputSource], other: List[Path], root: Path) -> List[InputSource]:
-    """Tell each DICOM/NIfTI patient which files in its folder were not images (they are skipped)."""
+def _with_other_files(sources: List[InputSource], other: List[Path], root: Path,
+                      scrubbers: Dict[Path, Scrubber]) -> List[InputSource]:
+    """Tell each DICOM/NIfTI patient which files in its folder were not images (they are skipped); file
+    names are scrubbed of the study's identifying values (folders are often named after the patient)."""
     out = []
     for s in sources:
         if s.kind == CHALLENGE:
@@ -198,6 +219,8 @@ def _with_other_files(sources: List[InputSource], other: List[Path], root: Path)
             names = [o.relative_to(root).as_posix() for o in mine]
             note = (f"{len(mine)} file(s) that are neither DICOM nor NIfTI ignored: {', '.join(names[:5])}"
                     + (" ..." if len(names) > 5 else ""))
+            if s.kind == DICOM and s.path in scrubbers:
+                note = scrubbers[s.path](note)
             s = InputSource(s.kind, s.patient_id, s.path, s.files, s.root, s.notes + (note,))
         out.append(s)
     return out

@@ -24,7 +24,7 @@ SAME_POSITION_MM = 0.05
 IRREGULAR_GAP_FRACTION = 0.2
 MIN_SAGITTAL_SLICES = 3
 # A parasagittal slice farther than this from the mid slice is still used, but flagged.
-MAX_PARASAGITTAL_MM = 2.5 * PARASAGITTAL_OFFSET_MM
+MAX_PARASAGITTAL_MM = 2.0 * PARASAGITTAL_OFFSET_MM
 
 Clean = Callable[[str], str]
 

@@ -8,8 +8,10 @@ study.geometry code under test.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -344,6 +346,23 @@ def standard_series(ph: Phantom, sag_layout: str = "standard", ax_layout: str = 
         SeriesSpec(sag[:3], 6, "T2_SAG_MPR", 100.0, 3500.0, ("DERIVED", "SECONDARY", "MPR")),
     ]
     return specs, ax
+
+
+@lru_cache(maxsize=4)
+def _cached_case(seed: int, sag_layout: str, ax_layout: str):
+    ph = Phantom(seed)
+    specs, ax = standard_series(ph, sag_layout, ax_layout)
+    return ph, tuple(specs), tuple(ax)
+
+
+def phantom_case(seed: int = 3, sag_layout: str = "standard", ax_layout: str = "standard",
+                 transfer_syntax: Optional[str] = None) -> Tuple[Phantom, List[SeriesSpec], List[Slice]]:
+    """A phantom and its standard series, rendered once per session (fresh spec objects every call)."""
+    ph, specs, ax = _cached_case(seed, sag_layout, ax_layout)
+    specs = [dataclasses.replace(sp, slices=list(sp.slices),
+                                 transfer_syntax=transfer_syntax if sp.number == 3 else sp.transfer_syntax)
+             for sp in specs]
+    return ph, specs, list(ax)
 
 
 def write_challenge_layout(folder: Path, ph: Phantom, axials: Sequence[Slice], gap_mm: float = 3.5) -> Path:

@@ -1,0 +1,262 @@
+"""DICOM studies from the phantom: series choice, orientation, spacing, privacy, compression and bad input."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicom_factory import (
+    MARKER_STRINGS, MARKERS, SeriesSpec, phantom_case, sagittal_series, write_challenge_layout, write_slice,
+    write_study, uid,
+)
+from study.dicom import Scrubber, hashed_study_id
+from study.errors import StudyError
+from study.inputs import find_inputs, load_input, load_inputs
+from study.levels import SAGITTAL_SLICES
+from study.loader import load_study
+from study.study import Study
+
+
+def assert_private(*texts) -> None:
+    """No identifying marker value in any produced string."""
+    for text in texts:
+        for marker in MARKER_STRINGS:
+            assert marker.lower() not in str(text).lower(), f"identifying value leaked: {text!r}"
+
+
+def study_texts(study: Study):
+    return [study.patient_id, *study.warnings, *study.provenance, *study.sources.values(),
+            *(a.label for a in study.pending_axial)]
+
+
+def shift_px(a: np.ndarray, b: np.ndarray) -> float:
+    """Translation between two images in pixels: the cross-correlation peak, refined by a parabola per axis.
+    (cv2.phaseCorrelate is not used: this OpenCV build reports (0.5, 0.5) for identical images.)"""
+    a = a - a.mean()
+    b = b - b.mean()
+    r = np.real(np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))))
+    iy, ix = np.unravel_index(int(np.argmax(r)), r.shape)
+    out = []
+    for axis, i in ((0, iy), (1, ix)):
+        n = r.shape[axis]
+        at = (lambda k: r[k % n, ix]) if axis == 0 else (lambda k: r[iy, k % n])
+        lo, mid, hi = at(i - 1), at(i), at(i + 1)
+        frac = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if (lo - 2 * mid + hi) != 0 else 0.0
+        d = i + frac
+        out.append(d - n if d > n / 2 else d)
+    return float(np.hypot(*out))
+
+
+def load_one(root: Path) -> Study:
+    sources = [s for s in find_inputs(root) if s.kind == "dicom"]
+    assert len(sources) == 1, sources
+    return load_input(sources[0])
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """The phantom's clinical study (DICOM) and the same phantom in challenge layout."""
+    ph, specs, axials = phantom_case()
+    root = tmp_path_factory.mktemp("dicom")
+    written = write_study(root / "patient-a", specs)
+    (root / "patient-a" / "DICOM" / "notes.pdf").write_bytes(b"%PDF-1.4 not an image")
+    write_challenge_layout(root.parent / (root.name + "-challenge") / "patient-a", ph, axials)
+    return ph, root / "patient-a", root.parent / (root.name + "-challenge") / "patient-a", written
+
+
+def test_series_choice_and_provenance(case, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    _, folder, _, _ = case
+    study = load_one(folder)
+    prov = "\n".join(study.provenance)
+    assert "sagittal: series 3 'T2_TSE_SAG'" in prov                 # T2 over T1
+    assert "sagittal not used: series 2 'T1_TSE_SAG'" in prov
+    assert "series 1 'localizer'" in prov and "localiser" in prov
+    assert "series 6 'T2_SAG_MPR'" in prov and "DERIVED" in prov     # a derived T2 reformat is never used
+    assert "coronal" in prov
+    assert "axial: series 4" in prov
+    assert study.sagittal_spacing_mm == (1.25, 1.25)
+    assert len(study.pending_axial) == 21 and study.axial == {}
+    for s in SAGITTAL_SLICES:
+        assert study.sources[f"sag/{s}"].startswith("series 3 'T2_TSE_SAG'")
+    assert "neither DICOM nor NIfTI" in " ".join(study.warnings) and "notes.pdf" in " ".join(study.warnings)
+    out = capsys.readouterr()
+    assert_private(*study_texts(study), caplog.text, out.out, out.err)
+
+
+def test_slices_sorted_by_position_not_instance_number(case):
+    # The factory numbers instances against the slice order; slice 5 must still be the patient's right.
+    _, folder, _, written = case
+    study = load_one(folder)
+    files = written.files[3]
+    for s, k in zip(SAGITTAL_SLICES, (2, 3, 4)):
+        ds = pydicom.dcmread(files[k], stop_before_pixels=True)
+        assert int(ds.InstanceNumber) == 7 - k
+        assert Path(files[k]).name in study.sources[f"sag/{s}"]
+    x = [float(pydicom.dcmread(files[k], stop_before_pixels=True).ImagePositionPatient[0]) for k in (2, 3, 4)]
+    assert x[0] < x[1] < x[2]   # slice 5 lies toward the patient's right (smaller LPS x)
+
+
+def test_sagittal_equals_challenge_layout(case):
+    _, folder, challenge, _ = case
+    dicom = load_one(folder)
+    png = load_study(challenge)
+    for s in SAGITTAL_SLICES:
+        a, b = dicom.sagittal[s], png.sagittal[s]
+        assert a.shape == b.shape == (224, 224) and a.dtype == np.float32
+        assert np.abs(a - b).mean() < 0.03
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+        assert shift_px(a, b) < 0.5
+    g = dicom.sagittal_geometry
+    assert np.allclose(g.down, (0, 0, -1), atol=1e-6) and np.allclose(g.right, (0, 1, 0), atol=1e-6)
+    assert np.allclose(g.centre_mm, case[0].centre, atol=1e-3)
+
+
+def test_any_stored_orientation_gives_the_same_view(tmp_path, case):
+    ph, specs, _ = phantom_case(sag_layout="rotated")
+    write_study(tmp_path / "rotated", [sp for sp in specs if sp.number == 3])
+    rotated = load_one(tmp_path / "rotated")
+    standard = load_one(case[1])
+    for s in SAGITTAL_SLICES:
+        a, b = rotated.sagittal[s], standard.sagittal[s]
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+        assert shift_px(a, b) < 0.5
+
+
+@pytest.mark.parametrize("syntax", ["rle", "j2k"])
+def test_compressed_pixel_data(tmp_path, syntax, case):
+    _, specs, _ = phantom_case(transfer_syntax=syntax)
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = sag.slices[2:5]   # the three slices used are enough
+    write_study(tmp_path / syntax, [sag])
+    expected = pydicom.uid.RLELossless if syntax == "rle" else pydicom.uid.JPEG2000Lossless
+    assert all(pydicom.dcmread(f).file_meta.TransferSyntaxUID == expected for f in (tmp_path / syntax).rglob("*")
+               if f.is_file())
+    got = load_one(tmp_path / syntax)
+    plain = load_one(case[1])
+    assert np.allclose(got.sagittal[6], plain.sagittal[6], atol=1e-5)  # lossless: identical pixels
+
+
+def _mpeg2(path: Path) -> None:
+    """Rewrite a file as if its pixel data were MPEG-2 video, for which pydicom has no decoder."""
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML
+    ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + b"\x00" * 60])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_unavailable_decoder_names_the_syntax(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    t1 = [sp for sp in specs if sp.number == 2][0]
+    w = write_study(tmp_path / "only", [sag])
+    for f in w.files[3]:
+        _mpeg2(f)
+    with pytest.raises(StudyError) as err:
+        load_one(tmp_path / "only")
+    assert "MPEG2" in str(err.value) and "no decoder" in str(err.value)
+    assert err.value.patient == "only"
+    assert_private(str(err.value))
+    # With a decodable T1 sagittal beside it, the reader falls back to it and says why.
+    w = write_study(tmp_path / "fallback", [sag, t1])
+    for f in w.files[3]:
+        _mpeg2(f)
+    study = load_one(tmp_path / "fallback")
+    text = " ".join(study.warnings)
+    assert "MPEG2" in text and "T1_TSE_SAG" in text and "no clearly T2-weighted" in text
+
+
+def test_file_without_pixel_data_and_non_dicom_files(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    w = write_study(tmp_path / "p", [sag], nested=False)
+    ds = pydicom.dcmread(w.files[3][0])
+    del ds.PixelData
+    ds.save_as(w.files[3][0], enforce_file_format=True)
+    (tmp_path / "p" / "garbage").write_bytes(np.random.default_rng(0).bytes(4000))
+    (tmp_path / "p" / "truncated").write_bytes(w.files[3][1].read_bytes()[:200])
+    study = load_one(tmp_path / "p")
+    text = " ".join(study.warnings)
+    assert "without pixel data" in text and w.files[3][0].name in text
+    assert "garbage" in text
+    assert "truncated" in text
+    assert_private(*study_texts(study))
+
+
+def test_irregular_slice_spacing_warns(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = [s for k, s in enumerate(sag.slices) if k != 2]   # a gap where slice 5 should be
+    write_study(tmp_path / "gap", [sag])
+    study = load_one(tmp_path / "gap")
+    text = " ".join(study.warnings)
+    assert "irregular slice spacing" in text
+    assert "slice 5 lies 7.0 mm from the mid slice" in text
+
+
+def test_single_slice_series_is_a_clear_error(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = sag.slices[3:4]
+    write_study(tmp_path / "one", [sag])
+    with pytest.raises(StudyError) as err:
+        load_one(tmp_path / "one")
+    assert "only 1 slice" in str(err.value) and err.value.patient == "one"
+
+
+def test_no_sagittal_series(tmp_path):
+    _, specs, _ = phantom_case()
+    write_study(tmp_path / "ax", [sp for sp in specs if sp.number == 4])
+    with pytest.raises(StudyError, match="no sagittal series found"):
+        load_one(tmp_path / "ax")
+
+
+def test_folder_named_after_the_patient_gets_a_hashed_id(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    folder = tmp_path / "batch" / "ZZMARKSURNAME_ZZMARKGIVEN"
+    write_study(folder, [sag], study_key="named")
+    (tmp_path / "batch" / "ZZMARKSURNAME_ZZMARKGIVEN" / "readme.dat").write_bytes(b"hello")
+    [source] = find_inputs(tmp_path / "batch")
+    assert source.patient_id == hashed_study_id(uid("named", 0))
+    study = load_input(source)
+    assert study.patient_id == source.patient_id
+    assert_private(*study_texts(study), *source.notes)
+
+
+def test_folder_of_studies_and_batch_isolation(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    write_study(tmp_path / "a", [sag], study_key="a")
+    write_study(tmp_path / "b" / "deep" / "er", [sag], study_key="b")
+    write_study(tmp_path / "c", [dataclass_replace(sag, slices=sag.slices[:1])], study_key="c")
+    # Two studies in one folder: each gets a hashed id.
+    write_study(tmp_path / "d", [sag], study_key="d1")
+    write_study(tmp_path / "d", [sag], seed=1, study_key="d2")
+    results = {s.patient_id: r for s, r in load_inputs(tmp_path)}
+    assert isinstance(results["a"], Study) and isinstance(results["b"], Study)
+    assert isinstance(results["c"], StudyError) and results["c"].patient == "c"
+    hashed = {hashed_study_id(uid("d1", 0)), hashed_study_id(uid("d2", 1))}
+    assert hashed <= set(results)
+    assert_private(*results, *(str(r) for r in results.values()))
+
+
+def dataclass_replace(spec: SeriesSpec, **kw) -> SeriesSpec:
+    import dataclasses
+    return dataclasses.replace(spec, **kw)
+
+
+def test_scrubber_catches_name_parts_and_dates():
+    clean = Scrubber([MARKERS["PatientName"], MARKERS["PatientBirthDate"], "AB"])
+    text = "zzmarksurname zzmarkgiven_ZZMARKSURNAME 1901-02-03 series 'sagittal' AB"
+    out = clean(text)
+    assert "zzmark" not in out.lower() and "1901" not in out
+    assert "sagittal" in out and "AB" in out   # short values and longer words are left alone
