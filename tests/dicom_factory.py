@@ -408,3 +408,41 @@ def volume_slices(data: np.ndarray, affine_ras: np.ndarray, axis: int) -> List[S
         out.append(Slice(np.asarray(pixels, np.float32), ipp, lps[:3, b] / zooms[b], lps[:3, a] / zooms[a],
                          (float(zooms[a]), float(zooms[b]))))
     return out
+
+
+def parallel_axial_series(ph: Phantom, gap_mm: float = 4.0, n: int = 25, tilt_deg: float = 5.0,
+                          spacing=(1.0, 1.0), shape=(120, 140)) -> List[Slice]:
+    """One parallel axial stack, perpendicular to the column at C4 (tilted by tilt_deg), gap_mm apart,
+    centred on C4: what a NIfTI axial volume holds."""
+    point, down_neck = ph.level_point("C4")
+    normal = _rotate(-down_neck, X, tilt_deg)
+    right = X - (X @ normal) * normal
+    right /= np.linalg.norm(right)
+    post = np.cross(normal, right)
+    if post @ Y < 0:
+        post = -post
+    rows, cols = shape
+    out = []
+    for k in range(n):
+        c = point + (k - (n - 1) / 2) * gap_mm * normal + 14.0 * post
+        ipp = c - (cols - 1) / 2 * spacing[1] * right - (rows - 1) / 2 * spacing[0] * post
+        out.append(Slice(ph.image(plane_points(ipp, right, post, spacing, shape)), ipp, right, post, spacing))
+    return out
+
+
+def slices_to_nifti(slices: Sequence[Slice], path: Path, dtype=np.float32, scale: float = 1000.0) -> Path:
+    """Parallel, evenly spaced slices as one NIfTI volume (voxel i = row, j = column, k = slice), RAS affine."""
+    import nibabel as nib
+
+    first, last = slices[0], slices[-1]
+    rows, cols = first.pixels.shape
+    step = (last.ipp - first.ipp) / max(len(slices) - 1, 1)
+    lps = np.eye(4)
+    lps[:3, 0] = first.col_cos * first.spacing[0]
+    lps[:3, 1] = first.row_cos * first.spacing[1]
+    lps[:3, 2] = step
+    lps[:3, 3] = first.ipp
+    data = np.stack([s.pixels for s in slices], -1) * scale
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data.astype(dtype), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps), str(path))
+    return path
