@@ -446,3 +446,100 @@ def slices_to_nifti(slices: Sequence[Slice], path: Path, dtype=np.float32, scale
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data.astype(dtype), np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps), str(path))
     return path
+
+
+def write_enhanced(path: Path, spec: SeriesSpec, study_key: str = "enhanced", seed: int = 0,
+                   markers: Dict[str, str] = MARKERS) -> Path:
+    """All of a series' slices as one Enhanced MR multi-frame file: geometry in the functional groups."""
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as Seq
+    from pydicom.uid import EnhancedMRImageStorage, ExplicitVRLittleEndian
+
+    study_uid = uid(study_key, seed)
+    sop = uid(study_uid, spec.number, "mf")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = EnhancedMRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, sop
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, uid(study_uid, "series", spec.number)
+    ds.FrameOfReferenceUID = uid(study_key, seed, "frame")
+    ds.Modality = "MR"
+    for key, value in markers.items():
+        setattr(ds, key, value)
+    ds.SeriesNumber, ds.SeriesDescription = spec.number, spec.description
+    ds.ImageType = list(spec.image_type)
+    first = spec.slices[0]
+    shared = Dataset()
+    pm = Dataset()
+    pm.PixelSpacing = [float(first.spacing[0]), float(first.spacing[1])]
+    pm.SliceThickness = 3.0
+    po = Dataset()
+    po.ImageOrientationPatient = [round(float(v), 6) for v in np.concatenate([first.row_cos, first.col_cos])]
+    echo = Dataset()
+    echo.EffectiveEchoTime = spec.echo_time
+    timing = Dataset()
+    timing.RepetitionTime = spec.repetition_time
+    shared.PixelMeasuresSequence = Seq([pm])
+    shared.PlaneOrientationSequence = Seq([po])
+    shared.MREchoSequence = Seq([echo])
+    shared.MRTimingAndRelatedParametersSequence = Seq([timing])
+    ds.SharedFunctionalGroupsSequence = Seq([shared])
+    frames = []
+    # Frames stored in reverse slice order: only the positions say where each lies.
+    order = list(range(len(spec.slices)))[::-1]
+    for k in order:
+        fg = Dataset()
+        pp = Dataset()
+        pp.ImagePositionPatient = [round(float(v), 4) for v in spec.slices[k].ipp]
+        fg.PlanePositionSequence = Seq([pp])
+        frames.append(fg)
+    ds.PerFrameFunctionalGroupsSequence = Seq(frames)
+    pixels = np.stack([np.clip(np.rint(spec.slices[k].pixels * spec.scale), 0, 65535).astype(np.uint16)
+                       for k in order])
+    ds.NumberOfFrames = len(order)
+    ds.Rows, ds.Columns = pixels.shape[1:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Assertions shared by the study tests
+# ------------------------------------------------------------------------------------------------
+def assert_private(*texts) -> None:
+    """No identifying marker value in any produced string (case-insensitive)."""
+    for text in texts:
+        for marker in MARKER_STRINGS:
+            assert marker.lower() not in str(text).lower(), f"identifying value leaked: {text!r}"
+
+
+def study_texts(study) -> List[str]:
+    """Every string a Study carries that could reach a report or log."""
+    return [study.patient_id, *study.warnings, *study.provenance, *study.sources.values(),
+            *(a.label for a in study.pending_axial)]
+
+
+def shift_px(a: np.ndarray, b: np.ndarray) -> float:
+    """Translation between two images in pixels: the cross-correlation peak, refined by a parabola per axis.
+    (cv2.phaseCorrelate is not used: this OpenCV build reports (0.5, 0.5) for identical images.)"""
+    a = a - a.mean()
+    b = b - b.mean()
+    r = np.real(np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))))
+    iy, ix = np.unravel_index(int(np.argmax(r)), r.shape)
+    out = []
+    for axis, i in ((0, iy), (1, ix)):
+        n = r.shape[axis]
+        at = (lambda k: r[k % n, ix]) if axis == 0 else (lambda k: r[iy, k % n])
+        lo, mid, hi = at(i - 1), at(i), at(i + 1)
+        frac = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if (lo - 2 * mid + hi) != 0 else 0.0
+        d = i + frac
+        out.append(d - n if d > n / 2 else d)
+    return float(np.hypot(*out))

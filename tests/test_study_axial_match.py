@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from detector.boxes import LevelBoxes
-from dicom_factory import phantom_case, write_challenge_layout, write_study
+from dicom_factory import assert_private, phantom_case, shift_px, study_texts, write_challenge_layout, write_study
 from study.axial_match import attach_axials, match_axials
 from study.inputs import find_inputs, load_input
 from study.levels import CANAL_POSITIONS, DISCS
 from study.loader import load_study
-from test_study_dicom import assert_private, shift_px, study_texts
 
 GAP_MM = 3.5  # the factory's sagittal slice gap
 

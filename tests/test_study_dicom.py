@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +9,8 @@ import pydicom
 import pytest
 
 from dicom_factory import (
-    MARKER_STRINGS, MARKERS, SeriesSpec, phantom_case, sagittal_series, write_challenge_layout, write_slice,
-    write_study, uid,
+    MARKERS, SeriesSpec, assert_private, phantom_case, shift_px, study_texts, uid, write_challenge_layout,
+    write_enhanced, write_study,
 )
 from study.dicom import Scrubber, hashed_study_id
 from study.errors import StudyError
@@ -19,36 +18,6 @@ from study.inputs import find_inputs, load_input, load_inputs
 from study.levels import SAGITTAL_SLICES
 from study.loader import load_study
 from study.study import Study
-
-
-def assert_private(*texts) -> None:
-    """No identifying marker value in any produced string."""
-    for text in texts:
-        for marker in MARKER_STRINGS:
-            assert marker.lower() not in str(text).lower(), f"identifying value leaked: {text!r}"
-
-
-def study_texts(study: Study):
-    return [study.patient_id, *study.warnings, *study.provenance, *study.sources.values(),
-            *(a.label for a in study.pending_axial)]
-
-
-def shift_px(a: np.ndarray, b: np.ndarray) -> float:
-    """Translation between two images in pixels: the cross-correlation peak, refined by a parabola per axis.
-    (cv2.phaseCorrelate is not used: this OpenCV build reports (0.5, 0.5) for identical images.)"""
-    a = a - a.mean()
-    b = b - b.mean()
-    r = np.real(np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))))
-    iy, ix = np.unravel_index(int(np.argmax(r)), r.shape)
-    out = []
-    for axis, i in ((0, iy), (1, ix)):
-        n = r.shape[axis]
-        at = (lambda k: r[k % n, ix]) if axis == 0 else (lambda k: r[iy, k % n])
-        lo, mid, hi = at(i - 1), at(i), at(i + 1)
-        frac = 0.5 * (lo - hi) / (lo - 2 * mid + hi) if (lo - 2 * mid + hi) != 0 else 0.0
-        d = i + frac
-        out.append(d - n if d > n / 2 else d)
-    return float(np.hypot(*out))
 
 
 def load_one(root: Path) -> Study:
@@ -260,3 +229,15 @@ def test_scrubber_catches_name_parts_and_dates():
     out = clean(text)
     assert "zzmark" not in out.lower() and "1901" not in out
     assert "sagittal" in out and "AB" in out   # short values and longer words are left alone
+
+
+def test_enhanced_multiframe_series(tmp_path, case):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    write_enhanced(tmp_path / "mf" / "IMG0001", sag)
+    study = load_one(tmp_path / "mf")
+    plain = load_one(case[1])
+    for s in SAGITTAL_SLICES:
+        assert np.allclose(study.sagittal[s], plain.sagittal[s], atol=1e-5)
+    assert "TE 100 ms" in study.sources["sag/6"] or "TE 100 ms" in " ".join(study.provenance)
+    assert "frame" in study.sources["sag/6"]

@@ -11,7 +11,8 @@ import pytest
 from conftest import SHARED_DATA
 from detector.boxes import LevelBoxes
 from dicom_factory import (
-    SeriesSpec, parallel_axial_series, phantom_case, slices_to_nifti, volume_slices, write_study,
+    SeriesSpec, assert_private, parallel_axial_series, phantom_case, slices_to_nifti, study_texts, volume_slices,
+    write_study,
 )
 from study.axial_match import attach_axials
 from study.errors import StudyError
@@ -20,7 +21,6 @@ from study.inputs import find_inputs, load_input, load_inputs
 from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES
 from study.nifti import nifti_stacks
 from study.study import Study
-from test_study_dicom import assert_private, shift_px, study_texts
 
 REAL = SHARED_DATA / "real_mri"
 CROP = REAL / "cervical_sagittal_t2_crop"
