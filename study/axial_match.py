@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Sequence, Tuple
 
@@ -10,6 +11,8 @@ import numpy as np
 from .geometry import AXIAL_CENTRE_POSTERIOR_MM, AxialSlice, ImagePlane, model_axial_plane, resample, unit_range
 from .levels import CANAL_POSITIONS, MID_SAGITTAL_SLICE
 from .study import Study
+
+log = logging.getLogger(__name__)
 
 # An axial slice serves a position when the level's centre lies within this distance of its plane, and
 # nearer to it than to the neighbouring positions (half the gap to them): vertebra and disc centres are
@@ -118,10 +121,21 @@ def attach_axials(study: Study, level_boxes) -> Study:
 
     Call between the detector and the classifier. Studies without pending slices (challenge PNGs, which
     come with their axials) are returned unchanged. Positions without a slice stay out of `axial`, with a
-    warning; the classifier then grades them from the sagittal view.
+    warning; the classifier then grades them from the sagittal view. Never raises: if matching fails, the
+    pending slices are dropped with a warning.
     """
     if not study.pending_axial or study.sagittal_geometry is None:
         return study
+    try:
+        return _attach(study, level_boxes)
+    except Exception as e:  # the patient is still read, from the sagittal images alone
+        log.warning("axial matching failed for %s: %s", study.patient_id, type(e).__name__)
+        return dataclasses.replace(study, pending_axial=(), warnings=tuple(study.warnings) + (
+            f"axial matching failed ({type(e).__name__}: {e}); every level is graded from the sagittal "
+            "images alone",))
+
+
+def _attach(study: Study, level_boxes) -> Study:
     slices = study.pending_axial
     matches, notes = match_axials(study.sagittal_geometry, level_boxes, slices)
     points = level_points(level_boxes, study.sagittal_geometry)

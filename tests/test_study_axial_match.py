@@ -110,3 +110,11 @@ def test_challenge_studies_pass_through(written):
     _, _, root, boxes = written
     png = load_study(root / "challenge" / "p")
     assert attach_axials(png, boxes) is png
+
+
+def test_matching_failure_never_loses_the_patient(written):
+    _, _, root, _ = written
+    study = load_one(root / "p")
+    out = attach_axials(study, object())   # not LevelBoxes: matching fails inside
+    assert out.axial == {} and out.pending_axial == ()
+    assert "axial matching failed" in out.warnings[-1]
