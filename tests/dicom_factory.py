@@ -1,11 +1,9 @@
-"""Synthetic DICOM studies (and the same phantom in challenge layout) cut from a 3-D phantom patient.
-
-The phantom (synth.anatomy / synth.tissue) is a function of position: the mid-sagittal slice's
-column-following frame gives (s, t) for any point of its plane, and the lateral offset x gives the third
-dimension, so any plane through the neck can be sampled. Geometry here is written from the DICOM
-definitions directly (IPP + column * spacing * row cosine + row * spacing * column cosine), not with the
-study.geometry code under test.
-"""
+"""Synthetic DICOM studies (and the same phantom in challenge layout) cut from a 3-D phantom patient."""
+# The phantom (synth.anatomy / synth.tissue) is a function of position: the mid-sagittal slice's
+# column-following frame gives (s, t) for any point of its plane, and the lateral offset x gives the third
+# dimension, so any plane through the neck can be sampled. Geometry here is written from the DICOM
+# definitions directly (IPP + column * spacing * row cosine + row * spacing * column cosine), not with the
+# study.geometry code under test.
 from __future__ import annotations
 
 import dataclasses

@@ -58,7 +58,7 @@ def test_attach_axials_gives_the_model_view(written):
     for p in CANAL_POSITIONS:
         a, b = study.axial[p], png.axial[p]
         assert a.shape == (224, 224) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
-        assert np.corrcoef(a[c, c].ravel(), b[c, c].ravel())[0, 1] > 0.9, p
+        assert np.corrcoef(a[c, c].ravel(), b[c, c].ravel())[0, 1] > 0.88, p   # measured >= 0.907
         assert shift_px(a[c, c], b[c, c]) < 2.0, p     # box centre vs phantom centre: about 1 mm
         g = study.axial_geometry[p]
         assert g.right[0] > 0.95          # patient left on the image's right
@@ -118,3 +118,31 @@ def test_matching_failure_never_loses_the_patient(written):
     out = attach_axials(study, object())   # not LevelBoxes: matching fails inside
     assert out.axial == {} and out.pending_axial == ()
     assert "axial matching failed" in out.warnings[-1]
+
+
+@pytest.mark.parametrize("row_cos,col_cos", [
+    ((1, 0, 0), (0, 1, 0)),     # radiological: image right = patient left, down = posterior
+    ((-1, 0, 0), (0, 1, 0)),    # mirrored
+    ((0, 1, 0), (1, 0, 0)),     # transposed
+    ((0, -1, 0), (-1, 0, 0)),   # transposed and turned
+])
+def test_axial_view_puts_patient_left_on_the_right_and_anterior_up(row_cos, col_cos):
+    # A blob 20 mm to the patient's left and 15 mm anterior of the level point, on any stored layout.
+    from study.axial_match import axial_view
+    from study.geometry import AXIAL_CENTRE_POSTERIOR_MM, AxialSlice, ImagePlane
+
+    row_cos, col_cos = np.array(row_cos, float), np.array(col_cos, float)
+    n, sp = 200, 0.8
+    ipp = -(n - 1) / 2 * sp * (row_cos + col_cos)          # pixel centres symmetric about the origin
+    i, j = np.mgrid[0:n, 0:n]
+    world = ipp + (j * sp)[..., None] * row_cos + (i * sp)[..., None] * col_cos
+    blob = np.array([20.0, -15.0, 0.0])                     # LPS: +x left, -y anterior
+    pixels = np.exp(-np.sum((world - blob) ** 2, -1) / (2 * 3.0 ** 2)).astype(np.float32)
+    plane = ImagePlane.make(ipp, row_cos, col_cos, (sp, sp), (n, n))
+    image, view = axial_view(AxialSlice(pixels, plane, "test"), np.zeros(3))
+    w = np.where(image > 0.5, image, 0.0)   # the blob (its top is clipped flat by the scaling)
+    yy, xx = np.mgrid[0:224, 0:224] + 0.5
+    x, y = (w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()
+    # The view is centred 16 mm behind the level point.
+    assert x == pytest.approx(112 + 20.0 / 0.7, abs=0.3)
+    assert y == pytest.approx(112 - (15.0 + AXIAL_CENTRE_POSTERIOR_MM) / 0.7, abs=0.3)
