@@ -287,8 +287,9 @@ def _pixel_reader(ds, frame: Optional[int], patient: str, name: str, clean: Call
         img = arr[frame] if frame is not None and arr.ndim == (4 if colour else 3) else arr
         if img.ndim == 3:  # colour: luminance
             img = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        if img.ndim != 2:
-            raise StudyError(f"unexpected pixel array shape {arr.shape}", patient=patient, path=name)
+        if img.shape != (int(ds.Rows), int(ds.Columns)):
+            raise StudyError(f"decoded pixel array {arr.shape} does not match Rows x Columns "
+                             f"{int(ds.Rows)} x {int(ds.Columns)}", patient=patient, path=name)
         img = img.astype(np.float32)
         if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
             img = float(np.nanmax(img)) - img  # MONOCHROME1 shows low values bright
@@ -387,9 +388,10 @@ def _assemble(headers, patient: str, notes: List[str], clean) -> Study:
     for (label, reason), names in skipped.items():
         provenance.append(f"ignored: {label} ({len(names)} file{'s' if len(names) != 1 else ''}): {reason}"
                           + (f" [{names[0]}]" if reason == "no pixel data" else ""))
+        # Broken files are worth a warning; localisers and reformats are expected and only recorded.
         if reason == "no pixel data" or reason.startswith("incomplete"):
-            notes.append(f"{label}: {len(names)} file(s) {'without pixel data' if reason == 'no pixel data' else reason}"
-                         f" ignored ({', '.join(names[:5])})")
+            what = "without pixel data" if reason == "no pixel data" else reason
+            notes.append(f"{label}: {len(names)} file(s) {what} ignored ({', '.join(names[:5])})")
     echoes: Dict[str, int] = defaultdict(int)
     for series_uid, _ in groups:
         echoes[series_uid] += 1

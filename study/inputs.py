@@ -24,6 +24,8 @@ _IGNORED_DIRS = frozenset({"__MACOSX"})
 _QUIET_SUFFIXES = frozenset({".json", ".tsv", ".bval", ".bvec", ".md", ".txt"})
 # Folder names that exporters and scanners give to a study's contents, never a patient's name or id:
 # a study folder holding only such a folder is named by itself.
+# Folders named for the scans they hold, inside a patient's NIfTI folder.
+_CONTENT_FOLDER = re.compile(r"(anat|nifti|nii|images?|ses-.*|(sag|ax|tra|cor|t1|t2)[a-z0-9_ -]*)", re.I)
 _GENERIC_FOLDER = re.compile(r"(dicom|dcm|images?|data|files|export|series|study|studies|mri?|"
                              r"(s|se|ser|series|st|study|img|im|dir)?[ _-]?\d+)", re.I)
 
@@ -41,8 +43,12 @@ class InputSource:
 
 
 def _is_challenge_patient(folder: Path) -> bool:
+    """A folder with sag/ or tra/ sub-folders, unless those hold DICOM or NIfTI scans (a patient's series
+    folders may be called sag/ and ax/ too)."""
     try:
-        return any(e.is_dir() and e.name.lower() in (SAGITTAL_DIR, AXIAL_DIR) for e in folder.iterdir())
+        layout = [e for e in folder.iterdir() if e.is_dir() and e.name.lower() in (SAGITTAL_DIR, AXIAL_DIR)]
+        return bool(layout) and not any(is_nifti(f) or looks_like_dicom(f)
+                                        for d in layout for f in d.iterdir() if f.is_file())
     except OSError:
         return False
 
@@ -54,8 +60,8 @@ def find_inputs(root: PathLike) -> List[InputSource]:
     - DICOM files anywhere below root (any names, nested): grouped by StudyInstanceUID; the patient id is
       the first folder under root holding only that study (root's own name when root is the study), else
       a hash of the StudyInstanceUID; a folder named after the patient is never used.
-    - NIfTI volumes (.nii, .nii.gz): one patient per BIDS subject folder (sub-*), else per first folder
-      under root (root itself for files lying directly in it).
+    - NIfTI volumes (.nii, .nii.gz): one patient per BIDS subject folder (sub-*), else per folder holding
+      the volumes (its parent when named for its contents, such as sag/ or ax/).
     Raises StudyError when root is missing or holds nothing readable.
     """
     root = Path(root)
@@ -182,14 +188,17 @@ def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path], other
 
 
 def _nifti_unit(f: Path, root: Path) -> Path:
-    """The patient folder of a NIfTI file: the nearest BIDS subject folder, else the first folder below root."""
+    """The patient folder of a NIfTI file: the nearest BIDS subject folder (sub-*), else the folder holding the
+    file, or its parent when that folder is named for its contents (anat/, sag/, ax_t2/ ...)."""
     for parent in [f.parent, *f.parent.parents]:
         if parent.name.startswith("sub-"):
             return parent
         if parent == root:
             break
-    part = _first_part(f, root)
-    return root if part is None else root / part
+    unit = f.parent
+    while unit != root and _CONTENT_FOLDER.fullmatch(unit.name) and root in unit.parents:
+        unit = unit.parent
+    return unit
 
 
 def _nifti_sources(root: Path, files: List[Path]) -> List[InputSource]:
@@ -259,7 +268,9 @@ def load_input(source: InputSource, require_all_axial: bool = False) -> Study:
         raise
     except Exception as e:  # never a raw exception out of a loader
         log.debug("unexpected error loading %s", source.patient_id, exc_info=True)
-        raise StudyError(f"unexpected error ({type(e).__name__})", patient=source.patient_id) from None
+        # DICOM messages may quote tag values (the DICOM loader scrubs its own); NIfTI headers hold none.
+        detail = f": {e}" if source.kind == NIFTI else ""
+        raise StudyError(f"unexpected error ({type(e).__name__}{detail})", patient=source.patient_id) from None
     raise StudyError(f"unknown input kind {source.kind!r}", patient=source.patient_id)
 
 

@@ -190,3 +190,13 @@ def test_unreadable_nifti_is_a_clear_error(tmp_path):
     with pytest.raises(StudyError) as err:
         load_input(source)
     assert err.value.patient == "p" and "t2.nii.gz" in str(err.value)
+
+
+def test_patient_folders_of_nifti_volumes(tmp_path):
+    vol = nib.Nifti1Image(np.random.default_rng(0).random((8, 9, 10)).astype(np.float32), np.eye(4))
+    for rel in ("batch/p1/t2_sag.nii.gz", "batch/p1/t2_ax.nii.gz", "batch/p2/sag/a.nii.gz", "batch/p2/ax/b.nii",
+                "batch/deep/p3/x.nii.gz", "batch/sub-04/ses-1/anat/sub-04_T2w.nii.gz"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(vol, str(tmp_path / rel))
+    got = {s.patient_id: len(s.files) for s in find_inputs(tmp_path / "batch")}
+    assert got == {"p1": 2, "p2": 2, "p3": 1, "sub-04": 1}
