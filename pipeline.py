@@ -149,7 +149,7 @@ def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: st
         extra.update(image_features(study.mid_sagittal, mid_boxes))
         curve = assess_curve(models.fusion, boxes.as_patient_boxes(), extra, study.sagittal_spacing_mm)
     report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
-                           _review_reasons(boxes, curve, study), dict(study.sources))
+                           _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance))
     with clock("outputs"):
         if dump_dir is not None:
             from classifier.dump import dump_patient
@@ -188,11 +188,12 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     from report.html import patient_section, write_report_html
     from study.challenge import read_box_file, write_json_atomic, write_labels
     from study.errors import InputError, StudyError
-    from study.loader import find_patients, load_study
+    from study.axial_match import attach_axials
+    from study.inputs import find_inputs, load_input
 
     t0 = time.perf_counter()
     try:
-        patients = find_patients(input_dir)
+        patients = find_inputs(input_dir)
         given = None
         if boxes_file is not None:
             contents = read_box_file(boxes_file)
@@ -215,11 +216,11 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     for start in range(0, len(patients), batch_size):
         studies = []
         with clock("load images"):
-            for folder in patients[start:start + batch_size]:
+            for source in patients[start:start + batch_size]:
                 try:
-                    studies.append(load_study(folder, require_all_axial=False))
+                    studies.append(load_input(source))
                 except StudyError as e:
-                    fail(folder.name, str(e))
+                    fail(source.patient_id, str(e))
                     bar.update(1)
         if given is not None:
             boxes_list = []
@@ -234,6 +235,9 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
                 boxes_list = _isolated(models.detector.predict_batch, models.detector.predict, studies,
                                        "detector")
             source = "detector"
+        # DICOM/NIfTI axial slices are matched to levels once the levels are placed (in patient space).
+        with clock("axial matching"):
+            studies = [attach_axials(st, b) if not isinstance(b, str) else st for st, b in zip(studies, boxes_list)]
         # Crop every patient, then push all their levels through the classifier together.
         with clock("classifier"):
             crops_list = [_guard(lambda st=st, b=b: models.classifier.crops(st, b), "cropping")
@@ -263,7 +267,7 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
         "input": str(input_dir), "boxes": str(boxes_file) if boxes_file else None, "device": device,
         "batch_size": batch_size, "weights": str(weights_dir), "dump_crops": dump_crops,
         "patients": len(patients), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}})
-    order = [p.name for p in patients]
+    order = [p.patient_id for p in patients]
     done = [reports[pid].challenge_labels() for pid in order if pid in reports]
     write_labels(out_dir / "predictions.json", done)
     write_json_atomic(out_dir / "errors.json", errors)
@@ -281,7 +285,7 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
 
 @cli.command()
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
-              help="One patient folder or a folder of patients (challenge layout).")
+              help="One patient or a folder of patients: challenge layout, DICOM studies or NIfTI volumes.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
               help="Use these vertebra boxes instead of the detector (oracle mode).")

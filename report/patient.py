@@ -40,6 +40,7 @@ class PatientReport:
     warnings: Tuple[str, ...] = ()
     review_reasons: Tuple[str, ...] = ()
     inputs: Dict[str, str] = field(default_factory=dict)
+    provenance: Tuple[str, ...] = ()     # which series/files were used and why (DICOM/NIfTI)
 
     @property
     def needs_review(self) -> bool:
@@ -78,4 +79,5 @@ class PatientReport:
             "curve_measurements": {k: (None if v is None or not np.isfinite(v) else _round(v))
                                    for k, v in sorted(c.features.items())},
             "inputs": dict(self.inputs),
+            "provenance": list(self.provenance),
         }
