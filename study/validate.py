@@ -8,7 +8,7 @@ import click
 
 from .errors import StudyError
 from .levels import CANAL_POSITIONS, SAGITTAL_SLICES
-from .loader import StudyReport, find_patients, inspect_study, patient_id_of
+from .loader import StudyReport, inspect_study
 
 EXIT_OK, EXIT_UNUSABLE_PATIENT, EXIT_UNUSABLE_ROOT = 0, 1, 2
 
@@ -20,19 +20,22 @@ def validate_command(input_dir: Union[str, Path], require_all_axial: bool = Fals
     unusable. Missing axial images only warn by default, since later stages grade those positions
     from the sagittal view; require_all_axial=True makes them errors.
     """
+    from .inputs import find_inputs
+
     try:
-        patients = find_patients(input_dir)
+        patients = find_inputs(input_dir)
     except StudyError as e:
         _echo(f"ERROR {e}", err=True)
         return EXIT_UNUSABLE_ROOT
     usable = warned = unusable = 0
-    for patient_dir in patients:
+    for source in patients:
         try:
-            report = inspect_study(patient_dir, require_all_axial)
+            report = (inspect_study(source.path, require_all_axial) if source.kind == "challenge"
+                      else _inspect_scan(source))
         except Exception as e:  # a loader bug on one patient must not hide the others' results
-            report = StudyReport(patient_id_of(patient_dir), patient_dir, None,
+            report = StudyReport(source.patient_id, source.path, None,
                                  (StudyError(f"unexpected error ({type(e).__name__}: {e})",
-                                             patient=patient_id_of(patient_dir), path=patient_dir),),
+                                             patient=source.patient_id),),
                                  (), 0, 0)
         _echo(format_report(report))
         if not report.usable:
@@ -44,11 +47,28 @@ def validate_command(input_dir: Union[str, Path], require_all_axial: bool = Fals
     return EXIT_UNUSABLE_PATIENT if unusable else EXIT_OK
 
 
+def _inspect_scan(source) -> StudyReport:
+    """A DICOM study or NIfTI volume: load it; axial slices are counted, matched to levels only by `run`."""
+    from .inputs import load_input
+
+    try:
+        study = load_input(source)
+    except StudyError as e:
+        return StudyReport(source.patient_id, source.path, None, (e,), (), 0, 0)
+    notes = tuple(study.warnings) + tuple(source.notes)
+    return StudyReport(source.patient_id, source.path, study, (), notes, len(study.sagittal),
+                       len(study.pending_axial))
+
+
 def format_report(report: StudyReport) -> str:
     """One line: status, patient id, sagittal and axial counts, then the problems, errors first."""
     status = "ERROR" if not report.usable else "WARN" if report.warnings else "OK"
-    line = (f"{status:<5} {report.patient_id}  sag {report.sagittal_found}/{len(SAGITTAL_SLICES)}"
-            f"  tra {report.axial_found}/{len(CANAL_POSITIONS)}")
+    if report.study is not None and report.study.pending_axial:
+        # DICOM/NIfTI: axial slices are matched to the 11 positions only once `run` has placed the levels.
+        axial = f"tra {report.axial_found} slices (matched to levels by run)"
+    else:
+        axial = f"tra {report.axial_found}/{len(CANAL_POSITIONS)}"
+    line = f"{status:<5} {report.patient_id}  sag {report.sagittal_found}/{len(SAGITTAL_SLICES)}  {axial}"
     problems = [_error_text(e, report.path) for e in report.errors] + _grouped(report.warnings)
     if problems:
         line += "  | " + "; ".join(problems)
