@@ -113,3 +113,31 @@ def test_report_html_in_a_real_browser(run_out, batch):
     assert n_sections == 4
     assert n_images == 4 * 12 and broken == 0
     assert "zz-broken" in text   # the failed patient is listed on the page
+
+
+def test_dicom_study_reads_like_its_challenge_layout(tmp_path):
+    """The same phantom as a clinical DICOM study and in challenge layout gives the same reading."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dicom_factory import phantom_case, write_challenge_layout, write_study
+    from study.challenge import write_box_file
+
+    ph, specs, axials = phantom_case(3)
+    write_study(tmp_path / "dicom" / "patient-a", specs)
+    write_challenge_layout(tmp_path / "png" / "patient-a", ph, axials)
+    # Oracle boxes (the phantom's own) for both, so the comparison isolates the input path.
+    boxes = ph.model_boxes(3.5)
+    write_box_file(tmp_path / "boxes.json", [type(boxes)("patient-a", boxes.boxes)])
+    reports = {}
+    for kind in ("dicom", "png"):
+        res = CliRunner().invoke(cli, ["run", "--input", str(tmp_path / kind), "--out", str(tmp_path / f"out-{kind}"),
+                                       "--boxes", str(tmp_path / "boxes.json")])
+        assert res.exit_code == 0, res.output
+        reports[kind] = json.loads((tmp_path / f"out-{kind}" / "reports" / "patient-a.json").read_text())
+    a, b = reports["dicom"], reports["png"]
+    used = [p for p, v in a["canal"].items() if v["axial_used"]]
+    assert len(used) >= 7                      # the oblique axial stack covers most levels
+    for p in used:
+        assert a["canal"][p]["grade"] == b["canal"][p]["grade"], p
+    agree = sum(a["disc"][d]["grade"] == b["disc"][d]["grade"] for d in a["disc"])
+    assert agree >= 4
+    assert a["curvature"]["class"] == b["curvature"]["class"]
