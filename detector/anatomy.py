@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -116,7 +116,8 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
             prev_val, prev = 0.0, None
             for lp in range(lv):
                 gap = lv - lp
-                ok = (dy[:, j] >= cfg.min_step_ratio * h * gap) & (dy[:, j] <= cfg.max_step_ratio * h * gap)
+                hi = cfg.max_step_ratio * h * gap + (cfg.c2_step_ratio - cfg.max_step_ratio) * h * (lp == 0)
+                ok = (dy[:, j] >= cfg.min_step_ratio * h * gap) & (dy[:, j] <= hi)
                 cand = np.where(ok, best[lp], neg)
                 i = int(np.argmax(cand))
                 if cand[i] > prev_val:
@@ -259,10 +260,13 @@ def assign_discs(vert: Mapping[str, LevelBox], c: Candidates, cfg: DetectorConfi
     return out
 
 
+RefineFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+
+
 def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: Mapping[int, Candidates],
-             cfg: DetectorConfig) -> LevelBoxes:
+             cfg: DetectorConfig, refine: Optional[RefineFn] = None) -> LevelBoxes:
     """All slices of one patient: assign per slice, re-assign with the cross-slice consensus, fill gaps,
-    derive discs, and collect warnings."""
+    refine the detected boxes (refine(slice, xyxy (N, 4), level indices) -> xyxy), derive discs, warn."""
     slices = [s for s in SAGITTAL_SLICES if s in vert_cands]
     first = {s: assign_levels(vert_cands[s], cfg) for s in slices}
     cy = np.array([[vert_cands[s].cy[i] if i >= 0 else np.nan for i in first[s].index] for s in slices])
@@ -274,10 +278,77 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
     for s in slices:
         a = final[s]
         found[s] = [None if i < 0 else (vert_cands[s].boxes[i], a.score[lv]) for lv, i in enumerate(a.index)]
+    overruled = overrule_outliers(found, cfg)
     vertebrae, warnings = fill_missing(found)
+    warnings = overruled + warnings
+    if refine is not None:
+        # Refine what was detected, and what the other slices supplied (that body is visible 3-4 mm away);
+        # not levels guessed from neighbours, which may not be in view at all.
+        refinable = {s: [lv for lv in range(N_VERT)
+                         if found[s][lv] is not None or any(found[o][lv] is not None for o in slices if o != s)]
+                     for s in slices}
+        vertebrae = {s: _refined(vertebrae[s], s, refine, refinable[s]) for s in slices}
+        # A refiner fed a crop between two bodies can snap to the wrong one: check the slices agree again.
+        warnings += _overrule_after_refining(vertebrae, refinable, cfg)
     discs = {s: assign_discs(vertebrae[s], disc_cands.get(s, Candidates.empty(len(DISCS))), cfg) for s in slices}
     warnings += check_anatomy(vertebrae, cfg)
     return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings))
+
+
+def overrule_outliers(found: Dict[int, List[Optional[Tuple[np.ndarray, float]]]], cfg: DetectorConfig) -> List[str]:
+    """Drop (for filling from the other slices) a level that lies a level step away from where the two other
+    slices, agreeing with each other, put it: one slice off by one is the commonest residual error."""
+    slices = list(found)
+    if len(slices) < 3:
+        return []
+    cy = np.array([[np.nan if f is None else (f[0][1] + f[0][3]) / 2 for f in found[s]] for s in slices])
+    steps = [median_step(row) for row in cy]
+    steps = [st for st in steps if st]
+    if not steps:
+        return []
+    step = float(np.median(steps))
+    out = []
+    for lv in range(N_VERT):
+        for si, s in enumerate(slices):
+            others = [cy[oi, lv] for oi in range(len(slices)) if oi != si and np.isfinite(cy[oi, lv])]
+            if not np.isfinite(cy[si, lv]) or len(others) < 2:
+                continue
+            agree = max(others) - min(others) <= 0.5 * cfg.disagree_steps * step
+            if agree and abs(cy[si, lv] - float(np.mean(others))) > cfg.disagree_steps * step:
+                found[s][lv] = None
+                out.append(f"slice {s}: {VERTEBRAE[lv]} was a level step away from the other slices; "
+                           "replaced from them")
+    return out
+
+
+def _overrule_after_refining(vertebrae: Dict[int, Dict[str, LevelBox]], refinable: Mapping[int, Sequence[int]],
+                             cfg: DetectorConfig) -> List[str]:
+    slices = list(vertebrae)
+    found = {s: [(np.array(vertebrae[s][lv].box.as_tuple()), vertebrae[s][lv].confidence)
+                 if i in refinable[s] else None for i, lv in enumerate(VERTEBRAE)] for s in slices}
+    before = {(s, i) for s in slices for i in range(N_VERT) if found[s][i] is not None}
+    warnings = overrule_outliers(found, cfg)
+    centres = {s: np.array([[np.nan, np.nan] if f is None else [(f[0][0] + f[0][2]) / 2, (f[0][1] + f[0][3]) / 2]
+                            for f in found[s]]) for s in slices}
+    for s, i in sorted(before):
+        if found[s][i] is None:
+            filled = _from_other_slices(found, centres, s, i)
+            if filled is not None:
+                vertebrae[s][VERTEBRAE[i]] = LevelBox(_as_box(filled[0]), filled[1], True)
+    return warnings
+
+
+def _refined(levels: Mapping[str, LevelBox], slice_number: int, refine: RefineFn,
+             todo: Sequence[int]) -> Dict[str, LevelBox]:
+    out = dict(levels)
+    if not todo:
+        return out
+    xyxy = np.array([levels[VERTEBRAE[i]].box.as_tuple() for i in todo], float)
+    new = refine(slice_number, xyxy, np.array(todo))
+    for k, i in enumerate(todo):
+        lb = levels[VERTEBRAE[i]]
+        out[VERTEBRAE[i]] = LevelBox(_as_box(new[k]), lb.confidence, lb.interpolated)
+    return out
 
 
 def check_anatomy(vertebrae: Mapping[int, Mapping[str, LevelBox]], cfg: DetectorConfig) -> List[str]:

@@ -100,5 +100,19 @@ def real_check_cmd(weights_dir, data_dir: Optional[Path]):
     click.echo(check_real_scan(Detector.from_weights(weights_dir), data_dir or REAL_DIR).table())
 
 
+@cli.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+def compare_cmd(runs):
+    """Markdown table of trained weights folders given as NAME=FOLDER (each with metrics.json)."""
+    from .train import comparison_table
+    pairs = {}
+    for r in runs:
+        name, _, folder = r.partition("=")
+        if not folder:
+            raise click.BadParameter(f"expected NAME=FOLDER, got {r!r}")
+        pairs[name] = Path(folder)
+    click.echo(comparison_table(pairs))
+
+
 def main():
     cli()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,6 +18,7 @@ from study.study import Study
 from .anatomy import Candidates, assemble
 from .boxes import LevelBoxes
 from .config import DetectorConfig, from_dict, to_dict
+from .refine import REFINE_FILE
 
 PathLike = Union[str, Path]
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,8 @@ def write_weights_config(weights_dir: Path, cfg: DetectorConfig, extra: Optional
             "input": {"size": cfg.imgsz, "channels": 3, "range": "[0, 1] after percentile normalisation",
                       "norm_percentile": cfg.norm_percentile, "norm_target": cfg.norm_target},
             "weights": WEIGHTS_FILE, "sha256": sha256_of(weights_dir / WEIGHTS_FILE)}
+    if (weights_dir / REFINE_FILE).is_file():
+        data["refiner"] = {"weights": REFINE_FILE, "sha256": sha256_of(weights_dir / REFINE_FILE)}
     data.update(extra or {})
     path = weights_dir / CONFIG_FILE
     tmp = path.with_suffix(".tmp")
@@ -62,8 +65,9 @@ class Detector:
     """YOLO + anatomical assignment. Build with Detector.from_weights(); call predict(study)."""
 
     def __init__(self, model: torch.nn.Module, config: DetectorConfig, device: Union[str, torch.device] = "cpu",
-                 source: str = ""):
+                 source: str = "", refiner=None):
         self.config = config
+        self.refiner = refiner if config.refine else None
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.source = source
@@ -85,7 +89,13 @@ class Detector:
         cfg = from_dict(DetectorConfig, cfg_dict)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(load_network(pt), cfg, device, source=str(pt))
+        refiner = None
+        if cfg.refine and (weights_dir / REFINE_FILE).is_file():
+            from .refine import Refiner
+            refiner = Refiner.load(weights_dir / REFINE_FILE, cfg)
+        elif cfg.refine:
+            cfg = replace(cfg, refine=False)  # weights without a refiner (e.g. trained with refine off)
+        return cls(load_network(pt), cfg, device, source=str(pt), refiner=refiner)
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -129,6 +139,7 @@ class Detector:
         stacks = [(st.patient_id, st.sagittal_stack()) for st in studies]
         flat = [(k, si, img) for k, (_, stack) in enumerate(stacks) for si, img in enumerate(stack)]
         raw: Dict[Tuple[int, int], Tuple[Candidates, Candidates]] = {}
+        normalised = {(k, si): normalise_slice(img, self.config) for k, si, img in flat} if self.refiner else {}
         shapes = sorted({img.shape for _, _, img in flat})
         for shape in shapes:  # the loader resamples to 224 already; this only guards odd inputs
             group = [(k, si, img) for k, si, img in flat if img.shape == shape]
@@ -140,7 +151,11 @@ class Detector:
         for k, (pid, _) in enumerate(stacks):
             vert = {s: raw[(k, si)][0] for si, s in enumerate(SAGITTAL_SLICES)}
             disc = {s: raw[(k, si)][1] for si, s in enumerate(SAGITTAL_SLICES)}
-            out.append(assemble(pid, vert, disc, self.config))
+            refine = None
+            if self.refiner is not None:
+                refine = (lambda s, xyxy, lv, k=k: self.refiner.refine(
+                    normalised[(k, SAGITTAL_SLICES.index(s))], xyxy, lv))
+            out.append(assemble(pid, vert, disc, self.config, refine))
         return out
 
 

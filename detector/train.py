@@ -139,6 +139,12 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     shutil.copyfile(src, out_dir / WEIGHTS_FILE)
     if (run_dir / "args.yaml").is_file():
         shutil.copyfile(run_dir / "args.yaml", out_dir / "args.yaml")
+    refine_info = None
+    if config.refine:
+        from .refine import REFINE_FILE, train_refiner
+        refine_info = train_refiner(layout_dir, boxes_file, info.train_ids, out_dir / REFINE_FILE, config, tc,
+                                    verbose=verbose)
+        train_seconds += refine_info["seconds"]
     write_weights_config(out_dir, config, {"train": to_dict(tc)})
 
     detector = Detector.from_weights(out_dir)
@@ -222,5 +228,30 @@ def write_model_card(out_dir: Path, result: TrainResult, config: DetectorConfig,
     path = out_dir / CARD_FILE
     tmp = path.with_suffix(".tmp")
     tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def comparison_table(runs: Mapping[str, PathLike]) -> str:
+    """Markdown table of the key metrics of several trained weights folders (their metrics.json)."""
+    header = ("| run | epochs | train min | set | mean IoU C2-C7 | all six correct | median centre px | hit 6 mm | "
+              "disc IoU |\n|---|---|---|---|---|---|---|---|---|")
+    rows = [header]
+    for name, folder in runs.items():
+        data = json.loads((Path(folder) / METRICS_FILE).read_text())
+        for set_name, m in data["sets"].items():
+            hit = "-" if m["hit_rate_6mm"] is None else f"{m['hit_rate_6mm']:.3f}"
+            rows.append(f"| {name} | {data['epochs']} | {data['train_seconds'] / 60:.1f} | {set_name} | "
+                        f"{m['mean_iou']:.3f} | {m['all_levels_correct']:.3f} | {m['median_centre_px']:.2f} | "
+                        f"{hit} | {m['disc_mean_iou']:.3f} |")
+    return "\n".join(rows)
+
+
+def append_card_section(weights_dir: PathLike, title: str, text: str) -> Path:
+    """Add a section to an existing model card (e.g. measurements made after training: comparisons, benchmarks)."""
+    path = Path(weights_dir) / CARD_FILE
+    body = path.read_text().rstrip() + f"\n\n## {title}\n{text.rstrip()}\n"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(body)
     tmp.replace(path)
     return path

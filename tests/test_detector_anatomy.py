@@ -1,6 +1,8 @@
 """Anatomical assignment on synthetic detections: order, spacing, uniqueness, gap filling, consensus (no network)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -86,9 +88,9 @@ def test_implausible_spacing_leaves_the_level_to_interpolation():
     assert a.index.count(3) <= 1
 
 
-def _assemble(per_slice: dict, discs: dict | None = None) -> LevelBoxes:
+def _assemble(per_slice: dict, discs: dict | None = None, cfg: DetectorConfig = CFG) -> LevelBoxes:
     empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
-    return assemble("p", per_slice, discs or empty_disc, CFG)
+    return assemble("p", per_slice, discs or empty_disc, cfg)
 
 
 def test_assemble_always_returns_six_plus_five_ordered():
@@ -178,7 +180,7 @@ def test_discs_detected_between_their_vertebrae_or_ruled():
     ds = np.full((1, 5), 0.01)
     ds[0, 1] = 0.8
     discs = {s: Candidates(d, ds) for s in SAGITTAL_SLICES}
-    lb = _assemble(per, discs)
+    lb = _assemble(per, discs, replace(CFG, disc_source="detected"))
     v = lb.vertebrae[6]
     assert not lb.discs[6]["C3-4"].interpolated and lb.discs[6]["C3-4"].confidence == pytest.approx(0.8)
     ruled = lb.discs[6]["C4-5"]
@@ -192,3 +194,52 @@ def test_fill_missing_keeps_given_boxes():
     out, warnings = fill_missing(found)
     assert warnings == []
     assert out[5]["C4"].box.as_tuple() == tuple(b[2])
+
+
+def test_default_discs_follow_the_rule_from_the_final_vertebrae():
+    b = true_layout()
+    lb = _assemble({s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES})
+    v = lb.discs[6]
+    for i, d in enumerate(DISCS):
+        up, lo = lb.vertebrae[6][VERTEBRAE[i]], lb.vertebrae[6][VERTEBRAE[i + 1]]
+        assert v[d].box == disc_box_between(up.box, lo.box) and not v[d].interpolated
+        assert v[d].confidence == pytest.approx(min(up.confidence, lo.confidence))
+
+
+def test_a_skipped_vertebra_is_not_bridged_by_one_level():
+    """True C6 scores nothing; true C7 looks like C6 and T1 like C7: C6 must not jump two steps down."""
+    b = true_layout()
+    t1 = b[5] + np.array([0, STEP, 0, STEP])
+    boxes = np.vstack([b[:5], b[5:6], t1[None]])  # C2..C6 (C6 box index 4), C7 (5), T1 (6)
+    boxes = np.vstack([b[:4], b[4:5], b[5:6], t1[None]])
+    s = np.full((7, 6), 0.01)
+    for i in range(4):
+        s[i, i] = 0.9
+    s[4, 4] = 0.02        # true C6: hardly any score for C6 ...
+    s[5, 4] = 0.8         # true C7 looks like C6
+    s[6, 5] = 0.8         # T1 looks like C7
+    a = assign_levels(Candidates(boxes, s), CFG)
+    assert a.index[:4] == (0, 1, 2, 3)
+    # C5 (index 3) -> C6 may not take true C7's box two vertebra steps down, and C7 may not take T1
+    assert a.index[4] != 5 and a.index[5] != 6
+
+
+def test_one_slice_off_by_one_is_overruled_by_the_two_agreeing_slices():
+    from detector.anatomy import overrule_outliers
+    b = true_layout()
+    found = {s: [(b[i], 0.9) for i in range(6)] for s in SAGITTAL_SLICES}
+    found[7][5] = (b[5] + np.array([0, STEP, 0, STEP]), 0.8)  # slice 7 took T1 for C7
+    warnings = overrule_outliers(found, CFG)
+    assert found[7][5] is None and all(found[s][5] is not None for s in (5, 6))
+    assert len(warnings) == 1 and "C7" in warnings[0]
+    lb_found, _ = fill_missing(found)
+    assert abs(lb_found[7]["C7"].box.cy - (b[5, 1] + b[5, 3]) / 2) < 1.0
+
+
+def test_slices_that_do_not_agree_are_left_alone():
+    from detector.anatomy import overrule_outliers
+    b = true_layout()
+    found = {s: [(b[i], 0.9) for i in range(6)] for s in SAGITTAL_SLICES}
+    found[6][5] = (b[5] + np.array([0, 8, 0, 8]), 0.8)
+    found[7][5] = (b[5] + np.array([0, 16, 0, 16]), 0.8)
+    assert overrule_outliers(found, CFG) == []
