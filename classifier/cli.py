@@ -9,9 +9,12 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import click
 
+from study.challenge import write_json_atomic
+
 from .config import ClassifierConfig
 from .data import PatientRecord, build_dataset
 from .predict import CONFIG_FILE, DEFAULT_WEIGHTS, Classifier
+from .rare import split_key
 from .report import GradeReport, grade_report
 
 
@@ -29,6 +32,15 @@ def parse_overrides(items: Sequence[str]) -> Dict[str, object]:
     return out
 
 
+def describe_folder(folder: Path) -> str:
+    """How a report names a data folder: the phantom's own description (phantom.json) when it has one."""
+    try:
+        meta = json.loads((Path(folder) / "phantom.json").read_text(encoding="utf-8"))
+        return f"phantom rendered from {meta['mode']}, seed {meta['seed']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(folder).name
+
+
 def evaluate_records(classifier: Classifier, records: Sequence[PatientRecord], data: str) -> GradeReport:
     grades = classifier.grade_crops([r.crops(classifier.cfg) for r in records])
     return grade_report(data, grades, [r.labels for r in records])
@@ -38,7 +50,7 @@ def holdout_split(records: Sequence[PatientRecord], fraction: float, seed: int) 
     """Patient ids kept for training and held out for testing (stratified like the validation split)."""
     from .train import split_patients
     if fraction <= 0:
-        return {r.patient_id for r in records}, set()
+        return {split_key(r.patient_id) for r in records}, set()
     keep, held = split_patients(records, fraction, seed + 1000)
     return set(keep), set(held)
 
@@ -58,8 +70,9 @@ def cli():
 @click.option("--test", "test_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Extra test folder; where it shares patient ids with --data only the held-out ids count.")
 @click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
+@click.option("--note", "notes", multiple=True, help="A line for the model card's notes; repeatable.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
-def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, device):
+def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, notes, device):
     """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
     from .card import write_model_card
     from .train import train as run_train
@@ -68,32 +81,37 @@ def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, device):
     for d in data_dirs:
         records += build_dataset(d)
     keep, held = holdout_split(records, holdout, cfg.seed)
-    train_recs = [r for r in records if r.patient_id in keep]
+    train_recs = [r for r in records if split_key(r.patient_id) in keep]
     name = data_name or ", ".join(str(d) for d in data_dirs)
     run_train(train_recs, out_dir, cfg, device=device, data_name=name)
 
     classifier = Classifier.load(out_dir, device)
-    evaluations = []
-    all_ids = {r.patient_id for r in records}
-    if held:
-        test = [r for r in records if r.patient_id in held]
-        evaluations.append(evaluate_records(classifier, test, f"held-out patients of {name}").to_dict())
-    for d in test_dirs:
-        recs = build_dataset(d)
-        shared = {r.patient_id for r in recs} & all_ids
+    train_keys = {split_key(r.patient_id) for r in records}
+    folders = [(d, [r for r in records if r.source == str(d)]) for d in data_dirs] + \
+        [(d, build_dataset(d)) for d in test_dirs]
+    evaluations, pooled = [], []
+    for d, recs in folders:
+        shared = bool({split_key(r.patient_id) for r in recs} & train_keys)
+        # Geometries with their real labels only (rare-grade variants are not scored); where the folder
+        # renders training geometries, only the held-out ones.
+        recs = [r for r in recs if r.patient_id == split_key(r.patient_id) and (not shared or r.patient_id in held)]
+        if not recs:
+            continue
+        evaluations.append(evaluate_records(classifier, recs, describe_folder(d) + (
+            ", held-out patients" if shared else "")).to_dict())
         if shared:
-            recs = [r for r in recs if r.patient_id in held]
-        if recs:
-            label = f"{d}" + (" (held-out ids only)" if shared else "")
-            evaluations.append(evaluate_records(classifier, recs, label).to_dict())
+            pooled += recs
+    if pooled and len(evaluations) > 1:
+        evaluations.insert(0, evaluate_records(classifier, pooled, "all held-out renders above, pooled").to_dict())
     for ev in evaluations:
         click.echo(f"{ev['data']}: disc macro-F1 {ev['disc']['macro_f1']:.3f}, canal macro-F1 {ev['canal']['macro_f1']:.3f}")
     meta_path = Path(out_dir) / CONFIG_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["evaluations"] = evaluations
     meta["holdout_ids"] = sorted(held)
+    meta["notes"] = list(notes)
     meta["command"] = "python -m classifier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    write_json_atomic(meta_path, meta)
     click.echo(f"wrote {write_model_card(out_dir, meta)}")
 
 
@@ -134,6 +152,23 @@ def dump_crops(input_dir, out_dir, boxes_file, labels_file, weights_dir, limit):
         crops = r.crops(cfg)
         grades = classifier.grade_crops([crops])[0] if classifier else None
         click.echo(dump_patient(out_dir, crops, r.study, grades, r.labels))
+
+
+@cli.command("synth-rare")
+@click.option("--boxes", "boxes_file", required=True, type=click.Path(path_type=Path, exists=True),
+              help="Challenge box file of the geometries (e.g. ../shared/data/cervai/train_boxes.json).")
+@click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path, exists=True),
+              help="Matching challenge label file.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--seed", type=int, default=5, show_default=True, help="Rendering seed (and label-variant seed).")
+@click.option("--workers", type=int, default=1, show_default=True)
+def synth_rare(boxes_file, labels_file, out_dir, seed, workers):
+    """Render one rare-grade variant ('{id}~rare') of every geometry with a protrusion (see classifier/rare.py)."""
+    from synth.generate import generate, real_geometry_specs
+    from .rare import rare_variant_specs
+    specs = rare_variant_specs(real_geometry_specs(boxes_file, labels_file, None), seed)
+    generate(out_dir, specs, seed, f"rare-grade variants of {boxes_file.name} + {labels_file.name}", workers=workers)
+    click.echo(f"wrote {len(specs)} rare-grade variant(s) to {out_dir}")
 
 
 def main() -> None:

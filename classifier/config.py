@@ -12,12 +12,12 @@ class ClassifierConfig:
 
     # --- sagittal crop: a square aligned with the local column axis, sizes in units of the local
     # vertebral pitch (centre-to-centre distance of neighbouring bodies), so crops scale with the patient.
-    sag_size: int = 64                 # output pixels per side
+    sag_size: int = 48                 # output pixels per side (the window spans ~28 source px)
     sag_extent: float = 1.7            # crop side / pitch
     sag_posterior_shift: float = 0.55  # crop centre behind the body centre line / pitch (canal in view)
     # --- axial crop: a square around the canal centre found by canal.find_canal.
-    ax_size: int = 64
-    ax_extent_px: float = 60.0         # crop side in source pixels (0.6-0.8 mm/px on the phantom grid)
+    ax_size: int = 48
+    ax_extent_px: float = 52.0         # crop side in source pixels (0.6-0.8 mm/px on the phantom grid)
     ax_anterior_shift_px: float = 7.0  # crop centre in front of the canal centre (disc margin in view)
     # --- model
     sag_backbone: str = "resnet10t"
@@ -26,23 +26,28 @@ class ClassifierConfig:
     stem_width: int = 16
     level_embedding_dim: int = 16
     hidden_dim: int = 128
-    context: str = "none"              # "none" or "transformer": joint modelling of a patient's levels
+    # "transformer": one encoder layer across a patient's 11 levels (joint modelling); "none": levels alone.
+    # Measured over 2 seeds x 3 held-out renders: canal macro-F1 +0.009/+0.015, disc -0.011/+0.016.
+    context: str = "transformer"
     dropout: float = 0.2
     # --- training
     seed: int = 0
-    epochs: int = 30
+    epochs: int = 24
     batch_patients: int = 16           # a batch holds every level of this many patients
+    # "geometry": each epoch draws one render (seed or rare-grade variant) per geometry, so more renders
+    # add variety at a fixed cost per epoch; "render": every render every epoch.
+    epoch_sampling: str = "geometry"
     lr: float = 2e-3
     weight_decay: float = 1e-4
     patience: int = 8                  # epochs without a better validation score before stopping
     val_fraction: float = 0.2
-    class_weight_power: float = 0.5    # loss weight = (1 / class frequency) ** power
+    class_weight_power: float = 0.75   # loss weight = (1 / class frequency) ** power
     axial_dropout: float = 0.15        # training: chance a level's axial crop is hidden (missing-axial case)
     jitter_shift: float = 0.08         # training: centre jitter / pitch (sagittal) or / extent (axial)
     jitter_scale: float = 0.08
     jitter_rotate_deg: float = 6.0
     threads: int = 1                   # the 2-core machine is shared: 2 threads thrash under load
-    max_minutes: float = 9.0           # hard wall-clock cap on the training loop
+    max_minutes: float = 9.5           # wall-clock cap on the training loop (the budget is 10 min)
     # --- decisions: per-class multipliers of the probabilities, tuned on validation for macro-F1
     disc_priors: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
     canal_priors: Tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)

@@ -54,7 +54,7 @@ class GradeNet(nn.Module):
         if cfg.context == "transformer":
             layer = nn.TransformerEncoderLayer(cfg.hidden_dim, nhead=4, dim_feedforward=2 * cfg.hidden_dim,
                                                dropout=cfg.dropout, batch_first=True, norm_first=True)
-            self.context = nn.TransformerEncoder(layer, num_layers=1)
+            self.context = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
         elif cfg.context == "none":
             self.context = None
         else:

@@ -27,6 +27,7 @@ from .crops import LevelCrops
 from .data import PatientRecord, batch_tensors, label_arrays
 from .decision import tune_priors
 from .model import GradeNet
+from .rare import split_key
 from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, pick_device, sha256_of
 
 PathLike = Union[str, Path]
@@ -54,26 +55,29 @@ def seed_everything(seed: int) -> None:
 
 
 def split_patients(records: Sequence[PatientRecord], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
-    """Patient ids for training and validation; renders of one patient id always stay on one side.
+    """Geometry keys (patient ids without a variant suffix) for training and validation.
 
-    Stratified on the rare findings (disc extrusion, canal grade 3, disc bulge) so validation sees them.
+    Every render of one geometry (other seeds, rare-grade variants) stays on one side. Stratified on the
+    rare findings of the geometry's own labels (disc extrusion, canal grade 3, disc bulge).
     """
-    by_id: Dict[str, PatientRecord] = {}
+    by_key: Dict[str, PatientRecord] = {}
     for r in records:
-        by_id.setdefault(r.patient_id, r)
+        key = split_key(r.patient_id)
+        if key not in by_key or r.patient_id == key:  # prefer the geometry's own labels
+            by_key[key] = r
     strata: Dict[Tuple[bool, ...], List[str]] = {}
-    for pid in sorted(by_id):
-        lab = by_id[pid].labels
-        key = (3 in lab.disc_grades, 3 in lab.canal_grades, 1 in lab.disc_grades)
-        strata.setdefault(key, []).append(pid)
+    for key in sorted(by_key):
+        lab = by_key[key].labels
+        stratum = (3 in lab.disc_grades, 3 in lab.canal_grades, 1 in lab.disc_grades)
+        strata.setdefault(stratum, []).append(key)
     rng = np.random.default_rng(seed)
     train, val = [], []
-    for key in sorted(strata):
-        ids = list(strata[key])
-        rng.shuffle(ids)
-        n_val = int(round(len(ids) * val_fraction))
-        val += ids[:n_val]
-        train += ids[n_val:]
+    for stratum in sorted(strata):
+        keys = list(strata[stratum])
+        rng.shuffle(keys)
+        n_val = int(round(len(keys) * val_fraction))
+        val += keys[:n_val]
+        train += keys[n_val:]
     return sorted(train), sorted(val)
 
 
@@ -155,14 +159,16 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
     if val_records is None:
         train_ids, val_ids = split_patients(records, cfg.val_fraction, cfg.seed)
         val_set = set(val_ids)
-        train_recs = [r for r in records if r.patient_id not in val_set]
-        val_recs = [r for r in records if r.patient_id in val_set]
+        train_recs = [r for r in records if split_key(r.patient_id) not in val_set]
+        # Validation tunes the priors for the real label mix: rare-grade variants stay out of it.
+        val_recs = [r for r in records if split_key(r.patient_id) in val_set and split_key(r.patient_id) == r.patient_id]
     else:
         train_recs, val_recs = list(records), [r for r in val_records if r.labels is not None]
-        train_ids, val_ids = sorted({r.patient_id for r in train_recs}), sorted({r.patient_id for r in val_recs})
+        train_ids = sorted({split_key(r.patient_id) for r in train_recs})
+        val_ids = sorted({split_key(r.patient_id) for r in val_recs})
     if not train_recs or not val_recs:
         raise ValueError(f"need training and validation patients, got {len(train_recs)} and {len(val_recs)}")
-    log(f"train {len(train_recs)} renders of {len(train_ids)} patients, validate on {len(val_recs)} renders; "
+    log(f"train {len(train_recs)} renders of {len(train_ids)} geometries, validate on {len(val_recs)} renders; "
         f"device {dev}, {cfg.threads} threads")
 
     disc_train, canal_train = label_arrays(train_recs)
@@ -174,7 +180,14 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
     model = GradeNet(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
-    steps_per_epoch = math.ceil(len(train_recs) / cfg.batch_patients)
+    if cfg.epoch_sampling not in ("geometry", "render"):
+        raise ValueError(f"epoch_sampling must be 'geometry' or 'render', got {cfg.epoch_sampling!r}")
+    groups: Dict[str, List[int]] = {}
+    for i, r in enumerate(train_recs):
+        groups.setdefault(split_key(r.patient_id), []).append(i)
+    group_list = [groups[k] for k in sorted(groups)]
+    per_epoch = len(group_list) if cfg.epoch_sampling == "geometry" else len(train_recs)
+    steps_per_epoch = math.ceil(per_epoch / cfg.batch_patients)
     total = steps_per_epoch * cfg.epochs
     step, best, best_state, best_epoch, stale = 0, -1.0, None, 0, 0
     best_scores: Dict[str, object] = {}
@@ -183,7 +196,10 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        order = rng.permutation(len(train_recs))
+        if cfg.epoch_sampling == "geometry":
+            order = np.array([g[int(rng.integers(len(g)))] for g in group_list])[rng.permutation(len(group_list))]
+        else:
+            order = rng.permutation(len(train_recs))
         losses = []
         for i in range(0, len(order), cfg.batch_patients):
             batch = [train_recs[j] for j in order[i:i + cfg.batch_patients]]
