@@ -72,7 +72,7 @@ def main(argv=None) -> int:
 
     print(f"classifier inference, one patient = 16 decisions (11 canal + 5 disc); {len(patients)} phantom patients x "
           f"{args.repeat} runs; median ms; cpu: {torch.backends.cpu.get_cpu_capability()}")
-    print("| threads | canal finder (11 axial) | crops | network | predict() total | per patient in a batch |")
+    print(f"| threads | canal finder (11 axial) | crops | network | predict() total | network per patient, {len(patients)} batched |")
     print("| --- | --- | --- | --- | --- | --- |")
     for threads, canal, crops, net, whole, many in rows:
         print(f"| {threads} | {ms(canal)} | {ms(crops)} | {ms(net)} | {ms(whole)} | {ms(many)} |")

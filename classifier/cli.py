@@ -36,7 +36,7 @@ def describe_folder(folder: Path) -> str:
     """How a report names a data folder: the phantom's own description (phantom.json) when it has one."""
     try:
         meta = json.loads((Path(folder) / "phantom.json").read_text(encoding="utf-8"))
-        return f"phantom rendered from {meta['mode']}, seed {meta['seed']}"
+        return f"phantom ({meta['mode']}), seed {meta['seed']}"
     except (OSError, ValueError, KeyError, TypeError):
         return Path(folder).name
 
@@ -102,7 +102,7 @@ def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, notes, d
         if shared:
             pooled += recs
     if pooled and len(evaluations) > 1:
-        evaluations.insert(0, evaluate_records(classifier, pooled, "all held-out renders above, pooled").to_dict())
+        evaluations.insert(0, evaluate_records(classifier, pooled, "all held-out renders of the training folders, pooled").to_dict())
     for ev in evaluations:
         click.echo(f"{ev['data']}: disc macro-F1 {ev['disc']['macro_f1']:.3f}, canal macro-F1 {ev['canal']['macro_f1']:.3f}")
     meta_path = Path(out_dir) / CONFIG_FILE
@@ -119,15 +119,24 @@ def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, notes, d
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True),
               help="Folder with labels.json and boxes.json.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=DEFAULT_WEIGHTS, show_default=True)
-@click.option("--name", default=None, help="How the report names the data.")
+@click.option("--name", default=None, help="How the report names the data (default: from its phantom.json).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
-def evaluate(data_dir, weights_dir, name, json_out):
+@click.option("--record", is_flag=True, help="Also add the figures to the weights' classifier.json and model card.")
+def evaluate(data_dir, weights_dir, name, json_out, record):
     """Per-class disc and canal figures of a weights folder on a labelled folder."""
+    from .card import write_model_card
     classifier = Classifier.load(weights_dir)
-    report = evaluate_records(classifier, build_dataset(data_dir), name or str(data_dir))
+    records = [r for r in build_dataset(data_dir) if r.patient_id == split_key(r.patient_id)]
+    report = evaluate_records(classifier, records, name or describe_folder(data_dir))
     click.echo(report.text())
     if json_out:
-        Path(json_out).write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
+        write_json_atomic(json_out, report.to_dict())
+    if record:
+        meta_path = Path(weights_dir) / CONFIG_FILE
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta["evaluations"] = [e for e in meta.get("evaluations", []) if e["data"] != report.data] + [report.to_dict()]
+        write_json_atomic(meta_path, meta)
+        click.echo(f"recorded in {meta_path} and {write_model_card(weights_dir, meta)}")
 
 
 @cli.command("dump-crops")
