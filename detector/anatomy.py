@@ -156,31 +156,66 @@ def fill_missing(found: Mapping[int, List[Optional[Tuple[np.ndarray, float]]]]
                  ) -> Tuple[Dict[int, Dict[str, LevelBox]], List[str]]:
     """Complete every slice to C2..C7. A missing level takes (1) the same level on the other slices,
     shifted by how the slices are offset on the levels both have, else (2) a linear inter/extrapolation
-    of its neighbours on the same slice, else (3) the fallback layout. Filled boxes are flagged."""
+    of the levels the slice now has, else (3) the population layout, moved onto whatever the slice has.
+    Filled boxes are flagged interpolated; the result is always in top-to-bottom order."""
     warnings: List[str] = []
     slices = list(found)
     out: Dict[int, Dict[str, LevelBox]] = {}
     centres = {s: np.array([[np.nan, np.nan] if f is None else [(f[0][0] + f[0][2]) / 2, (f[0][1] + f[0][3]) / 2]
                             for f in found[s]]) for s in slices}
     for s in slices:
-        levels: Dict[str, LevelBox] = {}
+        work: List[Optional[Tuple[np.ndarray, float]]] = [None if f is None else (np.asarray(f[0], float), float(f[1]))
+                                                          for f in found[s]]
         how: Dict[str, List[str]] = {}
-        for lv_i, lv in enumerate(VERTEBRAE):
-            f = found[s][lv_i]
-            if f is not None:
-                levels[lv] = LevelBox(_as_box(f[0]), float(f[1]), False)
-                continue
-            filled = _from_other_slices(found, centres, s, lv_i) or _from_neighbours(found[s], lv_i)
-            if filled is None:
-                levels[lv] = LevelBox(_as_box(FALLBACK_LAYOUT[lv_i]), 0.0, True)
-                how.setdefault("no vertebra found; placed at the population layout", []).append(lv)
-            else:
-                levels[lv] = LevelBox(_as_box(filled[0]), filled[1], True)
-                how.setdefault(f"interpolated {filled[2]}", []).append(lv)
+        for lv_i in range(N_VERT):
+            if work[lv_i] is None:
+                filled = _from_other_slices(found, centres, s, lv_i)
+                if filled is not None:
+                    work[lv_i] = (filled[0], filled[1])
+                    how.setdefault(f"interpolated {filled[2]}", []).append(VERTEBRAE[lv_i])
+        base = list(work)  # neighbours for step (2): detections and what the other slices gave
+        for lv_i in range(N_VERT):
+            if work[lv_i] is None:
+                filled = _from_neighbours(base, lv_i)
+                if filled is not None:
+                    work[lv_i] = (filled[0], filled[1])
+                    how.setdefault(f"interpolated {filled[2]}", []).append(VERTEBRAE[lv_i])
+        if any(w is None for w in work):  # nothing at all on any slice
+            for lv_i in range(N_VERT):
+                work[lv_i] = (np.asarray(FALLBACK_LAYOUT[lv_i], float), 0.0)
+            how["no vertebra found; placed at the population layout"] = list(VERTEBRAE)
+        interpolated = [found[s][i] is None for i in range(N_VERT)]
+        work, reordered = _in_order(work, interpolated)
+        if reordered:
+            how.setdefault("filled levels re-spaced to keep top-to-bottom order", []).extend(reordered)
         for reason, lvs in how.items():
-            warnings.append(f"slice {s}: {', '.join(lvs)} not detected; {reason}")
-        out[s] = levels
+            warnings.append(f"slice {s}: {', '.join(lvs)} not detected; {reason}" if "re-spaced" not in reason
+                            else f"slice {s}: {', '.join(lvs)} {reason}")
+        out[s] = {lv: LevelBox(_as_box(work[i][0]), float(work[i][1]), interpolated[i])
+                  for i, lv in enumerate(VERTEBRAE)}
     return out, warnings
+
+
+def _in_order(work: List[Tuple[np.ndarray, float]], interpolated: List[bool]
+              ) -> Tuple[List[Tuple[np.ndarray, float]], List[str]]:
+    """Filled boxes that break top-to-bottom order are re-placed between the detected ones; as a last resort
+    the boxes are sorted (each level still gets exactly one box)."""
+    cy = lambda w: (w[0][1] + w[0][3]) / 2  # noqa: E731
+    if all(cy(work[i]) < cy(work[i + 1]) for i in range(N_VERT - 1)):
+        return work, []
+    anchors: List[Optional[Tuple[np.ndarray, float]]] = [None if interpolated[i] else work[i] for i in range(N_VERT)]
+    fixed, moved = list(work), []
+    if any(a is not None for a in anchors):
+        for i in range(N_VERT):
+            if interpolated[i]:
+                f = _from_neighbours(anchors, i)
+                if f is not None:
+                    fixed[i] = (f[0], work[i][1])
+                    moved.append(VERTEBRAE[i])
+    if not all(cy(fixed[i]) < cy(fixed[i + 1]) for i in range(N_VERT - 1)):
+        fixed = sorted(fixed, key=cy)
+        moved = list(VERTEBRAE)
+    return fixed, moved
 
 
 def _from_other_slices(found, centres, s: int, lv_i: int):
@@ -216,10 +251,10 @@ def _from_neighbours(levels: List[Optional[Tuple[np.ndarray, float]]], lv_i: int
     else:
         near = above[-1] if above else below[0]
         pair = above[-2:] if above else below[:2]
-        if len(pair) == 2:
-            step = (ctr(box(pair[1])) - ctr(box(pair[0]))) / (pair[1] - pair[0])
-        else:
-            step = np.array([0.0, (box(near)[3] - box(near)[1]) * 0.9])
+        default = np.array([0.0, (box(near)[3] - box(near)[1]) * 0.8])
+        step = (ctr(box(pair[1])) - ctr(box(pair[0]))) / (pair[1] - pair[0]) if len(pair) == 2 else default
+        if step[1] < 0.5 * default[1]:  # two boxes nearly on top of each other give no usable direction
+            step = default
         c = ctr(box(near)) + step * (lv_i - near)
         src = near if near != 0 or len(present) == 1 else pair[-1]
         conf = levels[near][1]
@@ -290,6 +325,14 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
         vertebrae = {s: _refined(vertebrae[s], s, refine, refinable[s]) for s in slices}
         # A refiner fed a crop between two bodies can snap to the wrong one: check the slices agree again.
         warnings += _overrule_after_refining(vertebrae, refinable, cfg)
+        for s in slices:  # refined edges must not undo the order the assignment guaranteed
+            work = [(np.array(vertebrae[s][lv].box.as_tuple()), vertebrae[s][lv].confidence) for lv in VERTEBRAE]
+            flags = [vertebrae[s][lv].interpolated for lv in VERTEBRAE]
+            fixed, moved = _in_order(work, flags)
+            if moved:
+                vertebrae[s] = {lv: LevelBox(_as_box(fixed[i][0]), fixed[i][1], flags[i] or lv in moved)
+                                for i, lv in enumerate(VERTEBRAE)}
+                warnings.append(f"slice {s}: {', '.join(moved)} re-placed after refining to keep top-to-bottom order")
     discs = {s: assign_discs(vertebrae[s], disc_cands.get(s, Candidates.empty(len(DISCS))), cfg) for s in slices}
     warnings += check_anatomy(vertebrae, cfg)
     return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings))

@@ -243,3 +243,28 @@ def test_slices_that_do_not_agree_are_left_alone():
     found[6][5] = (b[5] + np.array([0, 8, 0, 8]), 0.8)
     found[7][5] = (b[5] + np.array([0, 16, 0, 16]), 0.8)
     assert overrule_outliers(found, CFG) == []
+
+
+def test_empty_slice_takes_what_the_other_slices_have_and_stays_ordered():
+    """Slices 5/6 found only C5 and C6; slice 7 found nothing: every slice still comes out complete and in order."""
+    b = true_layout()
+    per = {s: level_candidates(b[[3, 4]], [3, 4]) for s in (5, 6)}
+    per[7] = Candidates.empty(6)
+    lb = _assemble(per)
+    for s in SAGITTAL_SLICES:
+        cy = centres(lb, s)
+        assert all(a < b for a, b in zip(cy, cy[1:])), (s, cy)
+    assert lb.vertebrae[7]["C5"].interpolated and abs(lb.vertebrae[7]["C5"].box.cy - (b[3, 1] + b[3, 3]) / 2) < 1
+    assert not any("levels out of top-to-bottom order" in w for w in lb.warnings)
+
+
+def test_fill_missing_repairs_order_broken_by_a_filled_box():
+    b = true_layout()
+    found = {s: [(b[i], 0.9) for i in range(6)] for s in SAGITTAL_SLICES}
+    found[6][2] = None
+    found[5][2] = (b[2] + np.array([0, 30, 0, 30]), 0.9)  # another slice's C4 sits far too low
+    found[7][2] = (b[2] + np.array([0, 30, 0, 30]), 0.9)
+    out, warnings = fill_missing(found)
+    cy = [out[6][lv].box.cy for lv in VERTEBRAE]
+    assert all(a < b for a, b in zip(cy, cy[1:]))
+    assert out[6]["C4"].interpolated and any("re-spaced" in w for w in warnings)
