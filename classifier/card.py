@@ -42,7 +42,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"patients ({tr['val_renders']} renders) for early stopping and prior tuning; split by patient id, "
         "stratified on disc extrusion, canal grade 3 and disc bulge.",
         f"- Class weights of the loss ((1/frequency)^{cfg['class_weight_power']}): disc "
-        f"{tr['disc_class_weights']}, canal {tr['canal_class_weights']}.",
+        f"{[round(x, 3) for x in tr['disc_class_weights']]}, canal {[round(x, 3) for x in tr['canal_class_weights']]}.",
         "",
         "## Validation (the split used for early stopping and prior tuning; optimistic)",
         f"- Best epoch {tr['best_epoch']} of {tr['epochs_run']}: disc macro-F1 {val.get('disc_f1_tuned', float('nan')):.3f} "
