@@ -1,7 +1,6 @@
 """Inference: the LevelGrades hand-off and a Classifier that loads its weights once and grades batches of patients."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from detector.boxes import LevelBoxes
 from study.levels import CANAL_POSITIONS, DISCS
 from study.study import Study
+from release.manifest import sha256_of
 
 from .config import ClassifierConfig
 from .crops import LevelCrops, make_level_crops
@@ -48,14 +48,6 @@ class LevelGrades:
 
     def canal_grade(self, position: str) -> int:
         return self.canal_grades[CANAL_POSITIONS.index(position)]
-
-
-def sha256_of(path: PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def pick_device(device: Optional[str] = None) -> torch.device:

@@ -1,7 +1,6 @@
 """Inference: a Detector loads the weights once, batches slices through YOLO and returns LevelBoxes."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ import torchvision
 
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
 from study.study import Study
+from release.manifest import sha256_of
 
 from .anatomy import Candidates, assemble
 from .boxes import LevelBoxes
@@ -25,14 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS_DIR = ROOT / "weights" / "detector"
 WEIGHTS_FILE = "best.pt"
 CONFIG_FILE = "config.json"
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_weights_config(weights_dir: Path, cfg: DetectorConfig, extra: Optional[dict] = None) -> Path:

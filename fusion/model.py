@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import subprocess
@@ -19,6 +18,7 @@ from study.levels import (
     ALIGNMENT_CLASSES, ALIGNMENT_SCORED_CLASS, CANAL_GRADES, CANAL_POSITIONS, CURVATURE_CLASSES, DISC_GRADES,
     DISCS,
 )
+from release.manifest import sha256_of
 
 from .geometry import CHALLENGE_PADDING_PX, canonical_boxes, curve_features
 
@@ -263,13 +263,9 @@ class FusionModel:
             "curvature_priors": [float(v) for v in self.curvature_priors],
             "alignment_threshold": float(self.alignment_threshold),
             "box_padding_px": float(self.padding_px),
-            "files": {n: _sha256(out / n) for n in (CURVATURE_FILE, ALIGNMENT_FILE)},
+            "files": {n: sha256_of(out / n) for n in (CURVATURE_FILE, ALIGNMENT_FILE)},
         })
         write_json_atomic(out / META_FILE, meta)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_fusion(weights_dir: PathLike) -> FusionModel:
@@ -285,7 +281,7 @@ def load_fusion(weights_dir: PathLike) -> FusionModel:
             meta.get("alignment_classes") != list(ALIGNMENT_CLASSES):
         raise ValueError(f"{meta_path}: class lists differ from study.levels")
     for name, digest in meta.get("files", {}).items():
-        if _sha256(d / name) != digest:
+        if sha256_of(d / name) != digest:
             raise ValueError(f"{d / name}: sha256 does not match {META_FILE}")
     curv = lgb.Booster(model_str=(d / CURVATURE_FILE).read_text(encoding="utf-8"))
     align = lgb.Booster(model_str=(d / ALIGNMENT_FILE).read_text(encoding="utf-8"))
@@ -472,8 +468,8 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
     model.padding_px = padding_px
     model.meta = {
         "data": data_name or str(boxes_file),
-        "boxes_sha256": _sha256(Path(boxes_file)),
-        "labels_sha256": _sha256(Path(labels_file)),
+        "boxes_sha256": sha256_of(Path(boxes_file)),
+        "labels_sha256": sha256_of(Path(labels_file)),
         "n_patients": len(ids),
         "curvature_counts": [int(v) for v in np.bincount(yc, minlength=len(CURVATURE_CLASSES))],
         "alignment_counts": [int(v) for v in np.bincount(ya, minlength=len(ALIGNMENT_CLASSES))],

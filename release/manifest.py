@@ -19,7 +19,8 @@ class WeightsError(Exception):
     """The weights folder does not match its manifest (missing, changed or unlisted model files)."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks; the one checksum every stage uses."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -34,7 +35,7 @@ def _model_files(root: Path) -> List[Path]:
 def write_manifest(root: PathLike) -> Path:
     """Record sha256 and size of every file under the weights folder."""
     root = Path(root)
-    files = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size}
+    files = {p.relative_to(root).as_posix(): {"sha256": sha256_of(p), "size": p.stat().st_size}
              for p in _model_files(root)}
     path = root / MANIFEST
     write_json_atomic(path, {"files": files})
@@ -63,7 +64,7 @@ def verify_manifest(root: PathLike, stages: tuple = ()) -> VerifiedWeights:
         p = root / rel
         if not p.is_file():
             problems.append(f"{rel}: missing")
-        elif p.stat().st_size != info.get("size") or _sha256(p) != info.get("sha256"):
+        elif p.stat().st_size != info.get("size") or sha256_of(p) != info.get("sha256"):
             problems.append(f"{rel}: contents differ from the manifest (sha256/size)")
     for p in _model_files(root):
         rel = p.relative_to(root).as_posix()
