@@ -1,15 +1,13 @@
 """QA dumps: every crop as PNG (patient, position, view) and one contact sheet per patient with grades on each row."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Union
 
 import cv2
 import numpy as np
 
-from study.challenge import PatientLabels
+from study.challenge import PatientLabels, atomic_write
 from study.levels import CANAL_POSITIONS, DISCS, SAGITTAL_SLICES, is_disc
 from study.study import Study
 
@@ -30,16 +28,11 @@ def _to_u8(crop: np.ndarray) -> np.ndarray:
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    def write(tmp: str) -> None:
         if not cv2.imwrite(tmp, image):
             raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)
 
 
 def crop_file_name(patient_id: str, position: str, view: str) -> str:

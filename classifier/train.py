@@ -4,11 +4,9 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import platform
 import random
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.metrics import macro_f1
+from study.challenge import atomic_write
 from study.levels import CANAL_GRADES, CANAL_POSITIONS, DISC_GRADES, DISCS
 
 from .config import ClassifierConfig
@@ -266,22 +265,10 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
                        float(best_scores["canal_f1_tuned"]), tuple(train_ids), tuple(val_ids), tuple(history))
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(out_dir: Path, model: GradeNet, meta: Dict[str, object]) -> None:
     """classifier.pt (plain state_dict) and classifier.json (config + provenance + the weights' sha256)."""
     weights = out_dir / WEIGHTS_FILE
-    _atomic_write(weights, lambda tmp: torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp))
+    atomic_write(weights, lambda tmp: torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp))
     meta = {**meta, "weights_sha256": sha256_of(weights)}
-    _atomic_write(out_dir / CONFIG_FILE,
+    atomic_write(out_dir / CONFIG_FILE,
                   lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))

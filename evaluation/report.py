@@ -1,13 +1,11 @@
 """`pipeline.py evaluate`: score a prediction file, print the tables, write metrics.json and confusion PNGs."""
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, TextIO
 
-from study.challenge import read_labels, write_json_atomic
+from study.challenge import atomic_write, read_labels, write_json_atomic
 from study.errors import LabelFileError
 
 from .metrics import MACRO_CLASS_SET, MISSING, ScoreReport, TaskResult, challenge_score
@@ -126,18 +124,7 @@ def save_confusion_png(task: TaskResult, path: Path) -> None:
             ax.text(j, i, str(cm[i, j]), ha="center", va="center",
                     color="white" if cm[i, j] > threshold else "black")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def write_outputs(report: ScoreReport, out_dir: Path, labels_file: Path, pred_file: Path) -> List[Path]:

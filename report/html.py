@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Sequence
 
+from study.challenge import atomic_write
 from study.levels import (
     ALIGNMENT_CLASSES, CANAL_GRADES, CANAL_POSITIONS, CURVATURE_CLASSES, DISC_GRADES, DISCS,
 )
@@ -84,8 +83,4 @@ Patients flagged for review have a red border: their grades should not be truste
 {''.join(sections)}
 </body></html>
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report.", suffix=".html", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))

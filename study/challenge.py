@@ -12,7 +12,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import BoxFileError, LabelFileError
 from .levels import (
@@ -283,19 +283,29 @@ def _read_json(path: PathLike, error: type):
         raise error("not valid JSON (nested too deeply)", path=path) from None
 
 
-def write_json_atomic(path: PathLike, data: object, indent: Optional[int] = 1) -> None:
-    """Write JSON to a temporary file beside `path`, then rename, so no reader sees a truncated file."""
+def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
+    """Call write(tmp) on a temporary file beside `path`, then rename it into place.
+
+    No reader ever sees a truncated file, and a failed write leaves no temporary behind. The temporary
+    keeps the file's extension, so writers that pick the format from the name (cv2, PIL) still work.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=indent, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: PathLike, data: object, indent: Optional[int] = 1) -> None:
+    """Write JSON atomically (see atomic_write)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=indent, ensure_ascii=False, allow_nan=False)
+            f.write("\n")
+
+    atomic_write(path, write)

@@ -1,8 +1,6 @@
 """Write phantom patients in the challenge layout, with labels.json, boxes.json and phantom.json."""
 from __future__ import annotations
 
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from study.challenge import (
-    Box, PatientBoxes, PatientLabels, read_box_file, read_labels, write_box_file, write_json_atomic, write_labels,
+    Box, PatientBoxes, PatientLabels, atomic_write, read_box_file, read_labels, write_box_file, write_json_atomic,
+    write_labels,
 )
 from study.errors import InputError
 from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem
@@ -95,15 +94,8 @@ def render_spec(spec: PhantomSpec, seed: int) -> RenderedPatient:
 
 
 def _save_png(path: Path, image: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Image.fromarray(np.round(image * 255).astype(np.uint8), mode="L")
+                 .save(tmp, format="PNG"))
 
 
 def write_patient(out_dir: Path, rendered: RenderedPatient) -> None:
