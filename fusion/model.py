@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import lightgbm as lgb
 import numpy as np
 
-from study.challenge import PatientBoxes, write_json_atomic
+from study.challenge import PatientBoxes, PatientLabels, write_json_atomic
 from study.errors import InputError
 from study.levels import (
     ALIGNMENT_CLASSES, ALIGNMENT_SCORED_CLASS, CANAL_GRADES, CANAL_POSITIONS, CURVATURE_CLASSES, DISC_GRADES,
@@ -135,6 +135,17 @@ def to_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> np.n
     """Rows -> float matrix in `names` order; a column a row lacks is NaN (LightGBM treats it as missing)."""
     return np.array([[float(r.get(n, math.nan)) for n in names] for r in rows], dtype=float).reshape(len(rows),
                                                                                                       len(names))
+
+
+def training_table(ids: Sequence[str], rows: Sequence[Mapping[str, float]],
+                   labels: Mapping[str, PatientLabels]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, List[str]]:
+    """Feature matrix (columns: every name any row has, first-seen order), curvature and alignment targets."""
+    names = list(rows[0].keys())
+    for r in rows[1:]:
+        names.extend(k for k in r if k not in names)
+    yc = np.array([labels[i].curvature for i in ids])
+    ya = np.array([labels[i].alignment for i in ids])
+    return to_matrix(rows, names), yc, ya, names
 
 
 def _balanced_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
@@ -457,12 +468,7 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
     ids, rows, errors = feature_rows(patients, padding_px, extra_features)
     for e in contents.errors:
         errors[e.patient or "?"] = e.problem
-    names = list(rows[0].keys())
-    for r in rows[1:]:
-        names.extend(k for k in r if k not in names)
-    X = to_matrix(rows, names)
-    yc = np.array([labels[i].curvature for i in ids])
-    ya = np.array([labels[i].alignment for i in ids])
+    X, yc, ya, names = training_table(ids, rows, labels)
     cv = cross_validate(X, yc, ya, names, cfg).summary() if run_cv else None
     model = fit_fusion(X, yc, ya, names, cfg)
     model.padding_px = padding_px

@@ -11,7 +11,7 @@ from study.challenge import read_box_file, read_labels
 from study.levels import MID_SAGITTAL_SLICE
 
 from .image_features import image_features
-from .model import FusionConfig, cross_validate, feature_rows, to_matrix
+from .model import FusionConfig, cross_validate, feature_rows, training_table
 
 PathLike = Union[str, Path]
 
@@ -47,11 +47,6 @@ def phantom_alignment_check(phantom_dir: PathLike, cfg: Optional[FusionConfig] =
         ids, rows, _ = feature_rows(patients, extra=extra)
         if name == "image":
             rows = [{k: v for k, v in r.items() if k.startswith("image_")} for r in rows]
-        names = list(rows[0].keys())
-        for r in rows[1:]:
-            names.extend(k for k in r if k not in names)
-        X = to_matrix(rows, names)
-        yc = np.array([labels[i].curvature for i in ids])
-        ya = np.array([labels[i].alignment for i in ids])
+        X, yc, ya, names = training_table(ids, rows, labels)
         results[name] = cross_validate(X, yc, ya, names, cfg).summary()
     return results
