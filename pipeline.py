@@ -39,10 +39,13 @@ def validate(input_dir: Path):
               help="Challenge box file whose geometry to render (with --labels).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Challenge label file matching --boxes.")
-def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file):
+@click.option("--variant", type=click.Choice(["rare", "poor"]), default=None,
+              help="Render label variants of the --boxes geometries instead: 'rare' (one protrusion made an "
+                   "extrusion, ids '{id}~rare') or 'poor' (poor alignment drawn as a listhesis, ids '{id}~poor').")
+def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant):
     """Render phantom patients in the challenge layout, with labels.json and boxes.json."""
     from synth.cli import synth_command
-    sys.exit(synth_command(out_dir, n_patients, seed, boxes_file, labels_file))
+    sys.exit(synth_command(out_dir, n_patients, seed, boxes_file, labels_file, variant=variant))
 
 
 @cli.command()
@@ -191,7 +194,7 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     from study.challenge import read_box_file, write_json_atomic, write_labels
     from study.errors import InputError, StudyError
     from study.axial_match import attach_axials
-    from study.inputs import find_inputs, load_input
+    from study.inputs import find_inputs, load_input, private_path
 
     t0 = time.perf_counter()
     try:
@@ -266,8 +269,8 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
 
     clock.seconds["total"] = time.perf_counter() - t0
     write_json_atomic(out_dir / "run.json", {
-        "input": str(input_dir), "boxes": str(boxes_file) if boxes_file else None, "device": device,
-        "batch_size": batch_size, "weights": str(weights_dir), "dump_crops": dump_crops,
+        "input": private_path(input_dir, patients), "boxes": str(boxes_file) if boxes_file else None,
+        "device": device, "batch_size": batch_size, "weights": str(weights_dir), "dump_crops": dump_crops,
         "patients": len(patients), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}})
     order = [p.patient_id for p in patients]
     done = [reports[pid].challenge_labels() for pid in order if pid in reports]

@@ -14,7 +14,7 @@ from study.challenge import write_json_atomic
 from .config import ClassifierConfig
 from .data import PatientRecord, build_dataset
 from .predict import CONFIG_FILE, DEFAULT_WEIGHTS, Classifier
-from .rare import split_key
+from study.splits import split_key
 from .report import GradeReport, grade_report
 
 
@@ -161,23 +161,6 @@ def dump_crops(input_dir, out_dir, boxes_file, labels_file, weights_dir, limit):
         crops = r.crops(cfg)
         grades = classifier.grade_crops([crops])[0] if classifier else None
         click.echo(dump_patient(out_dir, crops, r.study, grades, r.labels))
-
-
-@cli.command("synth-rare")
-@click.option("--boxes", "boxes_file", required=True, type=click.Path(path_type=Path, exists=True),
-              help="Challenge box file of the geometries (e.g. ../shared/data/cervai/train_boxes.json).")
-@click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path, exists=True),
-              help="Matching challenge label file.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--seed", type=int, default=5, show_default=True, help="Rendering seed (and label-variant seed).")
-@click.option("--workers", type=int, default=1, show_default=True)
-def synth_rare(boxes_file, labels_file, out_dir, seed, workers):
-    """Render one rare-grade variant ('{id}~rare') of every geometry with a protrusion (see classifier/rare.py)."""
-    from synth.generate import generate, real_geometry_specs
-    from .rare import rare_variant_specs
-    specs = rare_variant_specs(real_geometry_specs(boxes_file, labels_file, None), seed)
-    generate(out_dir, specs, seed, f"rare-grade variants of {boxes_file.name} + {labels_file.name}", workers=workers)
-    click.echo(f"wrote {len(specs)} rare-grade variant(s) to {out_dir}")
 
 
 def main() -> None:

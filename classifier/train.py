@@ -26,7 +26,7 @@ from .crops import LevelCrops
 from .data import PatientRecord, batch_tensors, label_arrays
 from .decision import tune_priors
 from .model import GradeNet
-from .rare import split_key
+from study.splits import split_key
 from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, pick_device, sha256_of
 
 PathLike = Union[str, Path]

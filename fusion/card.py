@@ -31,6 +31,38 @@ def _box_source_lines(meta: Mapping[str, object]) -> list:
     return out
 
 
+def _image_head_lines(meta: Mapping[str, object]) -> list:
+    head = meta.get("image_alignment")
+    if not head:
+        return ["## Image alignment head", "Not trained: alignment comes from the geometry model above.", ""]
+    cv = head.get("cv") or {}
+    out = ["## Image alignment head (used by `run`, where the mid-sagittal image is available)",
+           "A third booster (`alignment_image.lgb.txt`) on the geometry columns plus the posterior-wall steps",
+           "measured on the image (`fusion.image_features`). It applies when those image columns are finite, and",
+           "reports then name it as the alignment source; otherwise the geometry model above decides.",
+           f"- Trained on: {head.get('data')}; {head.get('n_rows')} renders of {head.get('n_geometries')} geometries, "
+           f"{head.get('n_poor')} with poor alignment (phantom data: the phantom draws poor alignment as a "
+           "2.8-4.2 mm listhesis step).",
+           f"- Geometries excluded (evaluation hold-out): {head.get('excluded_geometries', 0)}.",
+           f"- Threshold tuned for the poor-class F1 at the real prevalence {head.get('prevalence')} "
+           f"(inner grouped out-of-fold scores): poor when the score >= {head.get('threshold', float('nan')):.4f}."]
+    if cv:
+        out += [f"- Grouped CV ({cv['n_repeats']} repeats x {cv['n_folds']} folds, all renders of a geometry in one "
+                "fold, threshold tuned inside each training part):",
+                f"  - poor-class F1 weighted to prevalence {cv['prevalence']}: {_ms(cv, 'poor_f1_at_prevalence')}",
+                f"  - poor-class F1 on the phantom mix ({cv['n_poor']} of {cv['n_rows']} poor): "
+                f"{_ms(cv, 'poor_f1_phantom_mix')}",
+                f"  - AUC: {_ms(cv, 'auc')}"]
+    for name, ev in (head.get("evaluations") or {}).items():
+        out.append(f"- {name}: {ev['n']} patients, {ev['n_poor']} poor; poor-class F1 {ev['poor_f1']:.3f}"
+                   + (f" (weighted to the real prevalence {ev['poor_f1_at_prevalence']:.3f})"
+                      if "poor_f1_at_prevalence" in ev else "")
+                   + f", AUC {ev['auc']:.3f}; called poor {ev['called_poor']}, of them truly poor "
+                   f"{ev['true_poor_called']}.")
+    out.append("")
+    return out
+
+
 def model_card_text(meta: Mapping[str, object]) -> str:
     cfg = meta.get("config", {})
     cv = meta.get("cv") or {}
@@ -67,6 +99,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"{', '.join(CURVATURE_CLASSES)}): {cv.get('curvature_confusion')}",
         "",
         *_box_source_lines(meta),
+        *_image_head_lines(meta),
         "## Shipped decision rules (tuned on inner out-of-fold scores of all training patients)",
         f"- Curvature prior multipliers: {priors}",
         f"- Alignment: poor when its score >= {meta.get('alignment_threshold', float('nan')):.4f}",
@@ -85,9 +118,8 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         "",
         *(["## Notes", *[f"- {n}" for n in meta["notes"]], ""] if meta.get("notes") else []),
         "## Limits",
-        "- Boxes only: alignment is barely visible in axis-aligned boxes; expect a low poor-class F1 without",
-        "  image features (`fusion.image_features`), which this shipped model does not use (the CervAI release",
-        "  here has no images).",
+        "- Boxes only (the `geometry` command): alignment is barely visible in axis-aligned boxes; expect a low",
+        "  poor-class F1. The image head sees the step, but it learned from phantoms only (no real images here).",
         "- Angles assume square pixels; mm columns exist only with known spacing and are not model inputs here.",
         "",
     ]

@@ -12,7 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import lightgbm as lgb
 import numpy as np
 
-from study.challenge import PatientBoxes, PatientLabels, write_json_atomic
+from study.challenge import PatientBoxes, PatientLabels, atomic_write, write_json_atomic
 from study.errors import InputError
 from study.levels import (
     ALIGNMENT_CLASSES, ALIGNMENT_SCORED_CLASS, CANAL_GRADES, CANAL_POSITIONS, CURVATURE_CLASSES, DISC_GRADES,
@@ -25,6 +25,10 @@ from .geometry import CHALLENGE_PADDING_PX, canonical_boxes, curve_features
 PathLike = Union[str, Path]
 FORMAT_VERSION = 1
 CURVATURE_FILE, ALIGNMENT_FILE, META_FILE = "curvature.lgb.txt", "alignment.lgb.txt", "fusion.json"
+IMAGE_ALIGNMENT_FILE = "alignment_image.lgb.txt"
+# Where a patient's alignment call came from (reports name it).
+ALIGNMENT_FROM_GEOMETRY = "geometry (boxes only; trained on real geometry)"
+ALIGNMENT_FROM_IMAGE = "image + geometry (posterior-wall steps measured on the mid-sagittal image; trained on phantoms)"
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class CurveAssessment:
     alignment: int                        # index into ALIGNMENT_CLASSES
     alignment_probs: Tuple[float, ...]    # model scores (class-balanced training), sums to 1
     warnings: Tuple[str, ...] = ()
+    alignment_source: str = ALIGNMENT_FROM_GEOMETRY
 
     @property
     def curvature_name(self) -> str:
@@ -218,6 +223,28 @@ def tune_alignment_threshold(score_poor: np.ndarray, y: np.ndarray) -> float:
 # ----------------------------------------------------------------------------------------------
 
 @dataclass
+class ImageAlignmentHead:
+    """Poor-alignment booster on geometry plus image columns, with its threshold; used when the image columns exist.
+
+    The CervAI release has no images, so this head learns from phantoms, which draw poor alignment as a
+    listhesis step; its threshold is tuned for the poor-class F1 at `prevalence` (the real frequency).
+    """
+
+    feature_names: List[str]
+    booster: lgb.Booster
+    threshold: float
+    required: List[str]                   # columns that must be finite for the head to apply
+    meta: Dict[str, object] = field(default_factory=dict)
+
+    def applies(self, features: Mapping[str, float]) -> bool:
+        return all(math.isfinite(float(features.get(n, math.nan))) for n in self.required)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, float).reshape(-1, len(self.feature_names))
+        return np.asarray(self.booster.predict(X)).reshape(len(X))
+
+
+@dataclass
 class FusionModel:
     """Two boosters on named columns plus the decision rules tuned on their out-of-fold scores."""
 
@@ -228,6 +255,7 @@ class FusionModel:
     alignment_threshold: float            # call "poor" when its score >= this
     padding_px: float = CHALLENGE_PADDING_PX
     meta: Dict[str, object] = field(default_factory=dict)
+    image_alignment: Optional[ImageAlignmentHead] = None
 
     def scores(self, X: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(curvature probabilities (n, 3) before priors, poor-alignment score (n,))."""
@@ -254,18 +282,34 @@ class FusionModel:
     def assess(self, patient_id: str, features: Mapping[str, float],
                warnings: Sequence[str] = ()) -> CurveAssessment:
         curv, adj, align, aprobs = self.decide(to_matrix([features], self.feature_names))
+        alignment, alignment_probs, source = int(align[0]), tuple(float(v) for v in aprobs[0]), ALIGNMENT_FROM_GEOMETRY
+        head = self.image_alignment
+        if head is not None and head.applies(features):
+            poor = float(head.score(to_matrix([features], head.feature_names))[0])
+            acceptable = 1 - ALIGNMENT_SCORED_CLASS
+            alignment = ALIGNMENT_SCORED_CLASS if poor >= head.threshold else acceptable
+            probs = [0.0] * len(ALIGNMENT_CLASSES)
+            probs[ALIGNMENT_SCORED_CLASS], probs[acceptable] = poor, 1.0 - poor
+            alignment_probs, source = tuple(probs), ALIGNMENT_FROM_IMAGE
         return CurveAssessment(patient_id, dict(features), int(curv[0]), tuple(float(v) for v in adj[0]),
-                               int(align[0]), tuple(float(v) for v in aprobs[0]), tuple(warnings))
+                               alignment, alignment_probs, tuple(warnings), source)
 
     def save(self, out_dir: PathLike) -> None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for name, booster in ((CURVATURE_FILE, self.curvature_booster), (ALIGNMENT_FILE, self.alignment_booster)):
-            text = booster.model_to_string()
-            tmp = out / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(out / name)
+        boosters = [(CURVATURE_FILE, self.curvature_booster), (ALIGNMENT_FILE, self.alignment_booster)]
+        if self.image_alignment is not None:
+            boosters.append((IMAGE_ALIGNMENT_FILE, self.image_alignment.booster))
+        elif (out / IMAGE_ALIGNMENT_FILE).exists():
+            (out / IMAGE_ALIGNMENT_FILE).unlink()  # a stale head must not be shipped beside a model without it
+        for name, booster in boosters:
+            atomic_write(out / name, lambda tmp, b=booster: Path(tmp).write_text(b.model_to_string(), encoding="utf-8"))
         meta = dict(self.meta)
+        meta.pop("image_alignment", None)
+        if self.image_alignment is not None:
+            head = self.image_alignment
+            meta["image_alignment"] = {**head.meta, "feature_names": list(head.feature_names),
+                                       "required": list(head.required), "threshold": float(head.threshold)}
         meta.update({
             "format_version": FORMAT_VERSION,
             "feature_names": list(self.feature_names),
@@ -274,7 +318,7 @@ class FusionModel:
             "curvature_priors": [float(v) for v in self.curvature_priors],
             "alignment_threshold": float(self.alignment_threshold),
             "box_padding_px": float(self.padding_px),
-            "files": {n: sha256_of(out / n) for n in (CURVATURE_FILE, ALIGNMENT_FILE)},
+            "files": {n: sha256_of(out / n) for n, _ in boosters},
         })
         write_json_atomic(out / META_FILE, meta)
 
@@ -300,9 +344,19 @@ def load_fusion(weights_dir: PathLike) -> FusionModel:
     for b in (curv, align):
         if b.feature_name() != names:
             raise ValueError(f"{d}: booster feature names differ from {META_FILE}")
+    head = None
+    if "image_alignment" in meta:
+        hm = dict(meta["image_alignment"])
+        if IMAGE_ALIGNMENT_FILE not in meta.get("files", {}):
+            raise ValueError(f"{meta_path}: image_alignment head without a checksum for {IMAGE_ALIGNMENT_FILE}")
+        booster = lgb.Booster(model_str=(d / IMAGE_ALIGNMENT_FILE).read_text(encoding="utf-8"))
+        head_names = list(hm.pop("feature_names"))
+        if booster.feature_name() != head_names:
+            raise ValueError(f"{d}: {IMAGE_ALIGNMENT_FILE} feature names differ from {META_FILE}")
+        head = ImageAlignmentHead(head_names, booster, float(hm.pop("threshold")), list(hm.pop("required")), hm)
     return FusionModel(names, curv, align, np.array(meta["curvature_priors"], float),
                        float(meta["alignment_threshold"]), float(meta.get("box_padding_px", CHALLENGE_PADDING_PX)),
-                       meta)
+                       meta, head)
 
 
 def default_weights_dir() -> Path:
@@ -451,12 +505,13 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
                  cfg: FusionConfig = FusionConfig(), run_cv: bool = True, data_name: str = "",
                  extra_features: Optional[Mapping[str, Mapping[str, float]]] = None,
                  padding_px: float = CHALLENGE_PADDING_PX, box_check: bool = False,
-                 notes: Sequence[str] = ()) -> Dict[str, object]:
+                 notes: Sequence[str] = (), exclude: Sequence[str] = ()) -> Dict[str, object]:
     """Train on every usable patient of a box + label file; write weights, fusion.json and MODEL_CARD.md.
 
     extra_features (patient id -> columns, e.g. image_features or level_features) join the geometry
     columns; patients without them get NaN there. box_check adds the paired CV of simulated detector
-    box sources (fusion.box_check) to the card; notes are extra lines for it.
+    box sources (fusion.box_check) to the card; notes are extra lines for it. Patients in `exclude`
+    (e.g. the evaluation hold-out of study.splits) are left out of training and CV.
     Returns the metadata written to fusion.json.
     """
     from study.challenge import read_box_file, read_labels
@@ -464,7 +519,8 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
 
     contents = read_box_file(boxes_file)
     labels = {lab.patient_id: lab for lab in read_labels(labels_file)}
-    patients = [p for p in contents.patients if p.patient_id in labels]
+    excluded = set(exclude)
+    patients = [p for p in contents.patients if p.patient_id in labels and p.patient_id not in excluded]
     ids, rows, errors = feature_rows(patients, padding_px, extra_features)
     for e in contents.errors:
         errors[e.patient or "?"] = e.problem
@@ -480,6 +536,7 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
         "curvature_counts": [int(v) for v in np.bincount(yc, minlength=len(CURVATURE_CLASSES))],
         "alignment_counts": [int(v) for v in np.bincount(ya, minlength=len(ALIGNMENT_CLASSES))],
         "skipped_patients": errors,
+        "excluded_patients": len(excluded & set(labels)),
         "config": dataclasses.asdict(cfg),
         "lightgbm_version": lgb.__version__,
         "git_commit": _git_commit(),

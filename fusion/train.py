@@ -1,9 +1,10 @@
-"""Train the fusion model from a box file and a label file: `python -m fusion.train --boxes B --labels L --out DIR`."""
+"""Train the fusion model: `python -m fusion.train --boxes B --labels L --out DIR [--image-data PHANTOM_DIR ...]`."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Dict, Optional, Sequence
 
 import click
 
@@ -12,28 +13,63 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str = "", repeats: Optional[int] = None,
+              run_cv: bool = True, padding_check: bool = False, notes: Sequence[str] = (),
+              exclude_file: Optional[Path] = None, image_data: Sequence[Path] = (), image_data_name: str = "",
+              image_eval: Sequence[Path] = ()) -> Dict[str, object]:
+    """Curvature + geometry alignment on the real boxes, then (with image_data) the phantom-trained image head.
+
+    exclude_file: a holdout.json (study.splits) whose geometries no part of the model trains on.
+    image_eval: phantom folders scored with the final image head (e.g. renders of the held-out geometries).
+    """
+    import dataclasses
+
+    from study.splits import read_holdout
+    from .image_alignment import train_image_alignment
+    from .model import FusionConfig, train_fusion
+
+    cfg = FusionConfig()
+    if repeats is not None:
+        cfg = dataclasses.replace(cfg, cv_repeats=repeats)
+    exclude = read_holdout(exclude_file) if exclude_file else set()
+    all_notes = list(notes)
+    if exclude:
+        all_notes.append(f"{len(exclude)} geometries of {exclude_file.name} held out of every part of this model "
+                         "(end-to-end evaluation set)")
+    meta = train_fusion(boxes_file, labels_file, out_dir, cfg, run_cv=run_cv, data_name=data_name,
+                        box_check=padding_check, notes=all_notes, exclude=sorted(exclude))
+    if image_data:
+        evals = {f"{Path(d).name} (never trained on)": [d] for d in image_eval}
+        meta["image_alignment"] = train_image_alignment(
+            out_dir, image_data, cfg, exclude, repeats=min(cfg.cv_repeats, 3) if run_cv else 0,
+            data_name=image_data_name, eval_folders=evals)
+    return meta
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--boxes", "boxes_file", required=True, type=click.Path(path_type=Path))
-@click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path))
+@click.option("--boxes", "boxes_file", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--data-name", default="", help='How the model card names the data, e.g. "real geometry, CervAI 320".')
 @click.option("--repeats", type=int, default=None, help="CV repeats (default: FusionConfig.cv_repeats).")
 @click.option("--no-cv", is_flag=True, help="Skip cross-validation (fit only).")
 @click.option("--padding-check", is_flag=True, help="Also run the box-source check and add it to the card.")
 @click.option("--note", "notes", multiple=True, help="A line for the card's Notes section (repeatable).")
-def main(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str, repeats, no_cv: bool,
-         padding_check: bool, notes):
-    """Fit the curvature and alignment boosters and write weights, fusion.json and MODEL_CARD.md."""
-    import dataclasses
-
-    from fusion.model import FusionConfig, train_fusion
-
-    cfg = FusionConfig()
-    if repeats is not None:
-        cfg = dataclasses.replace(cfg, cv_repeats=repeats)
-    meta = train_fusion(boxes_file, labels_file, out_dir, cfg, run_cv=not no_cv, data_name=data_name,
-                        box_check=padding_check, notes=notes)
-    click.echo(json.dumps(meta.get("cv"), indent=1))
+@click.option("--exclude", "exclude_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="holdout.json: geometries no part of the model trains on.")
+@click.option("--image-data", "image_data", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Phantom folder (challenge layout + labels.json + boxes.json) for the image alignment head; "
+                   "repeatable (e.g. renders of the real geometries and their '~poor' variants).")
+@click.option("--image-data-name", default="", help="How the card names the image-head data.")
+@click.option("--image-eval", "image_eval", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Phantom folder scored with the final image head (never trained on); repeatable.")
+def main(boxes_file, labels_file, out_dir, data_name, repeats, no_cv, padding_check, notes, exclude_file,
+         image_data, image_data_name, image_eval):
+    """Fit the curvature and alignment boosters (and the image head) and write weights, fusion.json, MODEL_CARD.md."""
+    meta = train_all(boxes_file, labels_file, out_dir, data_name, repeats, not no_cv, padding_check, notes,
+                     exclude_file, image_data, image_data_name, image_eval)
+    click.echo(json.dumps({"cv": meta.get("cv"), "image_alignment": meta.get("image_alignment", {}).get("cv")},
+                          indent=1))
 
 
 if __name__ == "__main__":

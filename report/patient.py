@@ -75,7 +75,7 @@ class PatientReport:
             "curvature": {"class": c.curvature, "name": CURVATURE_CLASSES[c.curvature],
                           "probabilities": [_round(p) for p in c.curvature_probs]},
             "alignment": {"class": c.alignment, "name": ALIGNMENT_CLASSES[c.alignment],
-                          "probabilities": [_round(p) for p in c.alignment_probs]},
+                          "probabilities": [_round(p) for p in c.alignment_probs], "source": c.alignment_source},
             "curve_measurements": {k: (None if v is None or not np.isfinite(v) else _round(v))
                                    for k, v in sorted(c.features.items())},
             "inputs": dict(self.inputs),

@@ -12,16 +12,20 @@ import click
 from study.errors import InputError
 
 from .generate import builtin_specs, generate, real_geometry_specs
+from .variants import VARIANTS, variant_specs
 
 DEFAULT_N = 10
 
 
 def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_file: Optional[Path],
-                  labels_file: Optional[Path], workers: Optional[int] = None) -> int:
+                  labels_file: Optional[Path], workers: Optional[int] = None, variant: Optional[str] = None) -> int:
     """Render phantoms; returns the exit code: 0 all written, 1 some patients skipped (listed in
     phantom.json and on stderr), 2 bad arguments or input files."""
     if (boxes_file is None) != (labels_file is None):
         click.echo("error: --boxes and --labels go together", err=True)
+        return 2
+    if variant is not None and boxes_file is None:
+        click.echo("error: --variant renders variants of real geometries: give --boxes and --labels", err=True)
         return 2
     if n_patients is not None and n_patients < 1:
         click.echo("error: --n must be at least 1", err=True)
@@ -30,6 +34,9 @@ def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_fil
         if boxes_file is not None:
             specs = real_geometry_specs(boxes_file, labels_file, n_patients)
             mode = f"real geometry from {boxes_file.name} + {labels_file.name}"
+            if variant is not None:
+                specs = variant_specs(variant, specs, seed)
+                mode = f"{VARIANTS[variant]} of {boxes_file.name} + {labels_file.name}"
         else:
             specs = builtin_specs(n_patients or DEFAULT_N, seed)
             mode = "built-in statistical model"

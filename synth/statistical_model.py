@@ -75,6 +75,7 @@ def fit_model(boxes: Sequence[PatientBoxes], labels: Sequence[PatientLabels]) ->
             canal_prior))
     return {
         "source": "CervAI train_boxes.json + train_labels.json (320 real patients)",
+        "curvature_definition": fit_curvature_definition([b for b, _ in rows], curv),
         "n_patients": len(rows),
         "geometry": {
             "layout": "slices 5,6,7 x levels C2..C7 x (x1,y1,x2,y2), pixels on the 224 grid",
@@ -89,6 +90,43 @@ def fit_model(boxes: Sequence[PatientBoxes], labels: Sequence[PatientLabels]) ->
         "canal_given_disc": canal_given_disc,
         "canal_given_neighbour": canal_given_neighbour,
     }
+
+
+# The curve measure whose bands define curvature on built-in phantoms (fusion.geometry owns its formula).
+CURVATURE_MEASURE = "curvature_index"
+
+
+def curve_measure(boxes: PatientBoxes) -> float:
+    """The Ishihara-like curvature index of a patient's boxes (consensus of slices 5/6/7; lordosis positive)."""
+    from fusion.geometry import curve_features
+    return float(curve_features(boxes.boxes)[CURVATURE_MEASURE])
+
+
+def fit_curvature_definition(boxes: Sequence[PatientBoxes], curvature: np.ndarray) -> Dict:
+    """Two cut-points on the curvature index that best reproduce the real labels (macro-F1, in sample).
+
+    kyphotic: index < cuts[0]; straightened: cuts[0] <= index < cuts[1]; normal: index >= cuts[1].
+    The real labels are a reader's judgement and overlap on any one measure; the phantom instead draws
+    each class inside its band, so its curvature is visible and defined, with the readers' cut-points.
+    """
+    from fusion.model import macro_f1
+    index = np.array([curve_measure(b) for b in boxes])
+    grid = np.arange(-10.0, 30.0, 0.25)
+    best, cuts = -1.0, (0.0, 15.0)
+    for lo in grid:
+        for hi in grid[grid > lo]:
+            pred = np.where(index >= hi, 0, np.where(index >= lo, 1, 2))
+            f = macro_f1(curvature, pred, len(CURVATURE_CLASSES))
+            if f > best + 1e-12:
+                best, cuts = f, (float(lo), float(hi))
+    return {"measure": CURVATURE_MEASURE, "cuts": list(cuts), "in_sample_macro_f1": round(best, 4),
+            "rule": "kyphotic < cuts[0] <= straightened < cuts[1] <= normal"}
+
+
+def curvature_band(curvature: int, definition: Dict) -> Tuple[float, float]:
+    """The [low, high) range of the curve measure that defines a curvature class."""
+    lo, hi = definition["cuts"]
+    return {0: (hi, np.inf), 1: (lo, hi), 2: (-np.inf, lo)}[curvature]
 
 
 @lru_cache(maxsize=1)
@@ -115,18 +153,21 @@ def _plausible(p: PatientBoxes) -> bool:
 
 
 def sample_patient(rng: np.random.Generator, patient_id: str) -> Tuple[PatientBoxes, PatientLabels]:
-    """Draw one patient's boxes and labels from the built-in model."""
+    """Draw one patient's boxes and labels from the built-in model; the curve lies in its class's band."""
     m = load_model()
     g = m["geometry"]
     curvature = _draw(rng, m["curvature_freq"])
     mean = np.asarray(g["class_means"][curvature])
     comps, sd = np.asarray(g["components"]), np.asarray(g["component_sd"])
-    for _ in range(100):
-        z = np.clip(rng.standard_normal(len(sd)), -2.5, 2.5)
+    lo, hi = curvature_band(curvature, m["curvature_definition"])
+    # Draw until the geometry is plausible and its curve lies in the class's band (the class is drawn by
+    # its definition); later tries shrink the shape variation toward the class mean, which lies in its band.
+    for attempt in range(200):
+        z = np.clip(rng.standard_normal(len(sd)), -2.5, 2.5) * (1.0 if attempt < 100 else 0.5)
         boxes = _vector_to_boxes(patient_id, mean + (z * sd) @ comps)
-        if _plausible(boxes):
+        if _plausible(boxes) and lo <= curve_measure(boxes) < hi:
             break
-    else:  # pragma: no cover - the class mean itself is plausible
+    else:  # pragma: no cover - the class mean itself is plausible and inside its band
         boxes = _vector_to_boxes(patient_id, mean)
     alignment = _draw(rng, m["alignment_freq"])
     disc = [_draw(rng, m["disc_freq"][j]) for j in range(len(DISCS))]

@@ -78,7 +78,7 @@ def test_rejects_non_2d_image():
 @pytest.mark.skipif(not (ROOT / "synth" / "cli.py").is_file(), reason="phantom generator synth/ not present")
 def test_phantom_end_to_end(tmp_path):
     """Phantoms -> image features on their mid slice -> geometry command on their boxes."""
-    from fusion.phantom_check import load_mid_sagittal
+    from fusion.image_alignment import load_mid_sagittal
     out = tmp_path / "ph"
     r = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "synth", "--out", str(out), "--n", "3",
                         "--seed", "5"], capture_output=True, text=True, timeout=300)

@@ -1,0 +1,194 @@
+"""The image alignment head: poor alignment from posterior-wall steps measured on the image, trained on phantoms.
+
+The real CervAI geometry carries little alignment signal in its boxes (poor-class F1 about 0.16 in CV) and
+the release has no images, so this head learns from phantoms of the real geometries, which draw poor
+alignment by its definition: one body displaced 2.8-4.2 mm, a visible listhesis step. Real poor alignment
+is rare (17 of 320), so each training geometry with acceptable alignment is rendered once more as a
+poor-alignment variant ('{id}~poor', synth/variants.py); the threshold is then tuned for the poor-class F1 at the real
+prevalence by weighting, not at the variants' 50 %.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+
+import numpy as np
+
+from study.challenge import PatientLabels, read_box_file, read_labels
+from study.levels import ALIGNMENT_SCORED_CLASS, MID_SAGITTAL_SLICE
+from study.splits import split_key
+
+from .image_features import image_features
+from .model import (
+    FusionConfig, ImageAlignmentHead, _auc, _fit_booster, class_f1, feature_rows, load_fusion, to_matrix,
+)
+
+PathLike = Union[str, Path]
+# Image columns the head needs: without a measured wall step it falls back to the geometry-only model.
+REQUIRED = ("image_posterior_step_max",)
+
+
+def load_mid_sagittal(patient_dir: Path) -> np.ndarray:
+    """The mid-sagittal PNG of a challenge-layout patient folder as float in [0, 1]."""
+    from PIL import Image
+    with Image.open(patient_dir / "sag" / f"{MID_SAGITTAL_SLICE}.png") as im:
+        return np.asarray(im.convert("L"), dtype=float) / 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentTable:
+    """Rows of phantom patients: geometry + image columns, poor target, geometry key (for grouped folds)."""
+
+    ids: List[str]
+    X: np.ndarray
+    poor: np.ndarray
+    groups: List[str]
+    names: List[str]
+
+
+def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
+                  boxes_name: str = "boxes.json") -> AlignmentTable:
+    """Features of every patient of the phantom folders whose geometry is not in `exclude`."""
+    ids: List[str] = []
+    rows: List[Dict[str, float]] = []
+    poor: List[int] = []
+    for folder in map(Path, folders):
+        labels = {lab.patient_id: lab for lab in read_labels(folder / "labels.json")}
+        patients = [p for p in read_box_file(folder / boxes_name).patients
+                    if p.patient_id in labels and split_key(p.patient_id) not in exclude
+                    and (folder / p.patient_id).is_dir()]
+        img = {p.patient_id: image_features(load_mid_sagittal(folder / p.patient_id), p.boxes[MID_SAGITTAL_SLICE])
+               for p in patients}
+        pids, prow, _ = feature_rows(patients, extra=img)
+        ids += pids
+        rows += prow
+        poor += [int(labels[i].alignment == ALIGNMENT_SCORED_CLASS) for i in pids]
+    if not rows:
+        raise ValueError(f"no usable phantom patients in {', '.join(map(str, folders))}")
+    names = [n for n in rows[0] if not n.startswith("_")]
+    for r in rows[1:]:
+        names.extend(k for k in r if k not in names and not k.startswith("_"))
+    return AlignmentTable(ids, to_matrix(rows, names), np.array(poor, int), [split_key(i) for i in ids], names)
+
+
+def prevalence_weights(poor: np.ndarray, prevalence: float) -> np.ndarray:
+    """Row weights under which the poor class has frequency `prevalence` (for tuning and scoring F1)."""
+    n_poor, n_ok = int(poor.sum()), int(len(poor) - poor.sum())
+    if n_poor == 0 or n_ok == 0:
+        return np.ones(len(poor))
+    w_poor = prevalence / (1 - prevalence) * n_ok / n_poor
+    return np.where(poor == 1, w_poor, 1.0)
+
+
+def weighted_poor_f1(score: np.ndarray, poor: np.ndarray, threshold: float, weights: np.ndarray) -> float:
+    called = score >= threshold
+    tp = float(weights[called & (poor == 1)].sum())
+    fp = float(weights[called & (poor == 0)].sum())
+    fn = float(weights[~called & (poor == 1)].sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn > 0 else 0.0
+
+
+def tune_threshold(score: np.ndarray, poor: np.ndarray, weights: np.ndarray) -> float:
+    """Threshold maximising the weighted poor-class F1; midway between neighbouring scores."""
+    s = np.unique(score)
+    cands = np.concatenate([[s[0] - 1e-9], (s[:-1] + s[1:]) / 2]) if len(s) > 1 else s
+    f = [weighted_poor_f1(score, poor, t, weights) for t in cands]
+    return float(cands[int(np.argmax(f))])
+
+
+def _grouped_folds(poor: np.ndarray, groups: Sequence[str], k: int, seed: int):
+    from sklearn.model_selection import StratifiedGroupKFold
+    k = max(2, min(k, len(set(groups))))
+    return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(poor)), poor, groups))
+
+
+def fit_head(table: AlignmentTable, cfg: FusionConfig, prevalence: float, seed: Optional[int] = None,
+             rows: Optional[np.ndarray] = None) -> ImageAlignmentHead:
+    """Booster on the rows (all by default); threshold from inner grouped out-of-fold scores of those rows only."""
+    seed = cfg.seed if seed is None else seed
+    idx = np.arange(len(table.ids)) if rows is None else np.asarray(rows)
+    X, y, groups = table.X[idx], table.poor[idx], [table.groups[i] for i in idx]
+    oof = np.zeros(len(y))
+    for tr, te in _grouped_folds(y, groups, cfg.inner_folds, seed + 3000):
+        oof[te] = _fit_booster(X[tr], y[tr], table.names, cfg, "binary", seed).predict(X[te])
+    threshold = tune_threshold(oof, y, prevalence_weights(y, prevalence))
+    booster = _fit_booster(X, y, table.names, cfg, "binary", seed)
+    required = [n for n in REQUIRED if n in table.names]
+    return ImageAlignmentHead(list(table.names), booster, threshold, required)
+
+
+def cross_validate_head(table: AlignmentTable, cfg: FusionConfig, prevalence: float,
+                        repeats: int = 3) -> Dict[str, object]:
+    """Repeated grouped stratified CV (all renders of a geometry in one fold), nested threshold tuning.
+
+    Poor-class F1 is reported weighted to the real prevalence (what a clinic with that prevalence would
+    see) and unweighted (the phantom mix); AUC does not depend on prevalence.
+    """
+    f_w, f_raw, aucs = [], [], []
+    for r in range(repeats):
+        seed = cfg.seed + r
+        score, called = np.zeros(len(table.poor)), np.zeros(len(table.poor), bool)
+        for tr, te in _grouped_folds(table.poor, table.groups, cfg.cv_folds, seed):
+            head = fit_head(table, cfg, prevalence, seed, rows=tr)
+            score[te] = head.score(table.X[te])
+            called[te] = score[te] >= head.threshold
+        w = prevalence_weights(table.poor, prevalence)
+        f_w.append(weighted_poor_f1(called.astype(float), table.poor, 0.5, w))
+        f_raw.append(class_f1(1 - table.poor, np.where(called, 0, 1), 0))
+        aucs.append(_auc(table.poor, score))
+    ms = lambda v: {"mean": round(float(np.mean(v)), 4), "sd": round(float(np.std(v, ddof=1)), 4) if len(v) > 1
+                    else 0.0, "per_repeat": [round(float(x), 4) for x in v]}
+    return {"n_rows": len(table.ids), "n_geometries": len(set(table.groups)), "n_poor": int(table.poor.sum()),
+            "n_folds": cfg.cv_folds, "n_repeats": repeats, "prevalence": prevalence,
+            "poor_f1_at_prevalence": ms(f_w), "poor_f1_phantom_mix": ms(f_raw), "auc": ms(aucs)}
+
+
+def evaluate_head(head: ImageAlignmentHead, table: AlignmentTable, prevalence: Optional[float] = None
+                  ) -> Dict[str, object]:
+    """Poor-class F1 (as is, and weighted to `prevalence` when given) and AUC of a fitted head on a table."""
+    X = to_matrix([dict(zip(table.names, row)) for row in table.X], head.feature_names)
+    score = head.score(X)
+    called = score >= head.threshold
+    out: Dict[str, object] = {"n": len(table.ids), "n_poor": int(table.poor.sum()),
+                              "poor_f1": round(class_f1(1 - table.poor, np.where(called, 0, 1), 0), 4),
+                              "auc": round(_auc(table.poor, score), 4),
+                              "called_poor": int(called.sum()),
+                              "true_poor_called": int((called & (table.poor == 1)).sum())}
+    if prevalence is not None:
+        out["poor_f1_at_prevalence"] = round(weighted_poor_f1(called.astype(float), table.poor, 0.5,
+                                                              prevalence_weights(table.poor, prevalence)), 4)
+    return out
+
+
+def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cfg: FusionConfig = FusionConfig(),
+                          exclude: Set[str] = frozenset(), prevalence: Optional[float] = None,
+                          repeats: int = 3, data_name: str = "",
+                          eval_folders: Mapping[str, Sequence[PathLike]] = {}) -> Dict[str, object]:
+    """Fit the head on the phantom folders, attach it to the fusion model in weights_dir and save.
+
+    prevalence defaults to the poor frequency the fusion model was trained on (the real labels).
+    eval_folders: name -> folders scored with the final head (e.g. the held-out geometries' renders).
+    """
+    from .card import write_model_card
+
+    model = load_fusion(weights_dir)
+    if prevalence is None:
+        counts = model.meta.get("alignment_counts") or [1, 19]
+        prevalence = counts[ALIGNMENT_SCORED_CLASS] / float(sum(counts))
+    table = phantom_table(folders, exclude)
+    cv = cross_validate_head(table, cfg, prevalence, repeats) if repeats > 0 else None
+    head = fit_head(table, cfg, prevalence)
+    evaluations = {}
+    for name, fs in eval_folders.items():
+        evaluations[name] = evaluate_head(head, phantom_table(fs), prevalence)
+    head.meta = {"data": data_name or ", ".join(map(str, folders)), "n_rows": len(table.ids),
+                 "n_geometries": len(set(table.groups)), "n_poor": int(table.poor.sum()),
+                 "excluded_geometries": len(exclude), "prevalence": round(prevalence, 5), "cv": cv,
+                 "evaluations": evaluations}
+    model.image_alignment = head
+    model.save(weights_dir)
+    meta = load_fusion(weights_dir).meta
+    write_model_card(Path(weights_dir), meta)
+    return meta["image_alignment"]
+
