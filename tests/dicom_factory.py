@@ -133,9 +133,10 @@ class Phantom:
                 out[s][lv] = Box(xs.min() - 3.0, ys.min() - 3.0, xs.max() + 1 + 3.0, ys.max() + 1 + 3.0)
         return PatientBoxes(self.labels.patient_id, out)
 
-    def model_axial_points(self, sl: Slice, position: str) -> np.ndarray:
+    def model_axial_points(self, sl: Slice, position: str, shift_mm: Tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
         """Pixel centres of the model's axial view of a stored slice (0.7 mm, anterior up, patient left on the
-        right), centred 16 mm behind the level's centre projected into the slice."""
+        right), centred 16 mm behind the level's centre projected into the slice, then moved shift_mm along
+        the view's (right, down) axes."""
         n_vec = np.cross(sl.row_cos, sl.col_cos)
         n_vec /= np.linalg.norm(n_vec)
         p, _ = self.level_point(position)
@@ -145,7 +146,7 @@ class Phantom:
         down = np.cross(n_vec, right)
         if down @ Y < 0:
             down = -down
-        centre = p + AXIAL_CENTRE_POSTERIOR_MM * down
+        centre = p + (AXIAL_CENTRE_POSTERIOR_MM + shift_mm[1]) * down + shift_mm[0] * right
         n = IMAGE_SIZE
         i, j = np.mgrid[0:n, 0:n]
         return (centre[None, None] + ((j + 0.5 - n / 2) * MODEL_AX_MM)[..., None] * right
@@ -363,9 +364,23 @@ def phantom_case(seed: int = 3, sag_layout: str = "standard", ax_layout: str = "
     return ph, specs, list(ax)
 
 
-def write_challenge_layout(folder: Path, ph: Phantom, axials: Sequence[Slice], gap_mm: float = 3.5) -> Path:
+def in_field_of_view(sl: Slice, points: np.ndarray) -> np.ndarray:
+    """Which points (..., 3) project into the stored slice's field of view (its pixels' outer edges)."""
+    q = np.asarray(points, float) - sl.ipp
+    rows, cols = sl.pixels.shape
+    j = q @ sl.row_cos / sl.spacing[1]
+    i = q @ sl.col_cos / sl.spacing[0]
+    return (j >= -0.5) & (j <= cols - 0.5) & (i >= -0.5) & (i <= rows - 0.5)
+
+
+def write_challenge_layout(folder: Path, ph: Phantom, axials: Sequence[Slice], gap_mm: float = 3.5,
+                           axial_shift_mm: Tuple[float, float] = (0.0, 0.0)) -> Path:
     """The same phantom as challenge PNGs: slices 5/6/7 at -gap/0/+gap mm on the model grid, and the model
-    view of the slice aimed at each position."""
+    view of the slice aimed at each position (moved axial_shift_mm along its right/down axes).
+
+    An axial view shows what its stored slice holds: the model grid (157 mm) is wider than the slice's
+    field of view (141 x 160 mm), and the part outside it is black, as in the DICOM path, rather than
+    anatomy the scan never acquired; the grey scale comes from the pixels inside."""
     from PIL import Image
 
     sag = {s: ph.image(ph.model_sagittal_points(x)) for s, x in zip(SAGITTAL_SLICES, (-gap_mm, 0.0, gap_mm))}
@@ -376,9 +391,13 @@ def write_challenge_layout(folder: Path, ph: Phantom, axials: Sequence[Slice], g
     for sl in axials:
         if sl.aimed_at is None:
             continue
-        img = ph.image(ph.model_axial_points(sl, sl.aimed_at))
-        lo_a, hi_a = float(img.min()), max(float(np.percentile(img, 99.9)), float(img.min()) + 1e-6)
-        _png(folder / "tra" / f"{axial_file_stem(sl.aimed_at)}.png", (img - lo_a) / (hi_a - lo_a), Image)
+        points = ph.model_axial_points(sl, sl.aimed_at, axial_shift_mm)
+        img = ph.image(points)
+        inside = in_field_of_view(sl, points)
+        values = img[inside]
+        lo_a, hi_a = float(values.min()), max(float(np.percentile(values, 99.9)), float(values.min()) + 1e-6)
+        unit = np.where(inside, (img - lo_a) / (hi_a - lo_a), 0.0)
+        _png(folder / "tra" / f"{axial_file_stem(sl.aimed_at)}.png", unit, Image)
     return folder
 
 

@@ -54,12 +54,17 @@ def test_attach_axials_gives_the_model_view(written):
     png = load_study(root / "challenge" / "p")
     assert set(study.axial) == set(CANAL_POSITIONS) and study.pending_axial == ()
     assert study.missing_axial == ()
-    c = slice(40, 184)  # inside the stored field of view (141 x 160 mm) on the 157 mm model grid
     for p in CANAL_POSITIONS:
+        # The whole view: the challenge layout, too, is black outside the stored slice's field of view.
         a, b = study.axial[p], png.axial[p]
         assert a.shape == (224, 224) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
-        assert np.corrcoef(a[c, c].ravel(), b[c, c].ravel())[0, 1] > 0.88, p   # measured >= 0.907
-        assert shift_px(a[c, c], b[c, c]) < 2.0, p     # box centre vs phantom centre: about 1 mm
+        # Not pixel for pixel: interpolated from the stored 0.8 mm grid vs the phantom's hard edges sampled at
+        # 0.7 mm (measured: correlation 0.947-0.971, mean absolute difference <= 0.018).
+        assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.93, p
+        assert np.abs(a - b).mean() < 0.025, p
+        # Centred on the level centre from the boxes (1.25 mm grid) vs the phantom's own: measured 0.03-0.37 mm
+        # apart, a shift of at most 0.62 px here.
+        assert shift_px(a, b) < 1.0, p
         g = study.axial_geometry[p]
         assert g.right[0] > 0.95          # patient left on the image's right
         assert g.down[1] > 0.7            # anterior up: image rows run toward posterior (the slice is oblique)
