@@ -46,7 +46,7 @@ def evaluate_records(classifier: Classifier, records: Sequence[PatientRecord], d
     return grade_report(data, grades, [r.labels for r in records])
 
 
-def holdout_split(records: Sequence[PatientRecord], fraction: float, seed: int) -> Tuple[Set[str], Set[str]]:
+def fraction_holdout(records: Sequence[PatientRecord], fraction: float, seed: int) -> Tuple[Set[str], Set[str]]:
     """Patient ids kept for training and held out for testing (stratified like the validation split)."""
     from .train import split_patients
     if fraction <= 0:
@@ -60,39 +60,40 @@ def cli():
     """Classifier stage: per-level disc and canal grades."""
 
 
-@cli.command()
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path, exists=True),
-              help="Training folder (challenge layout with labels.json and boxes.json); repeatable.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Weights folder to write.")
-@click.option("--data-name", default=None, help="How the model card names the training data.")
-@click.option("--holdout", type=float, default=0.0, show_default=True,
-              help="Fraction of patient ids held out of training and reported as test figures.")
-@click.option("--test", "test_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="Extra test folder; where it shares patient ids with --data only the held-out ids count.")
-@click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
-@click.option("--note", "notes", multiple=True, help="A line for the model card's notes; repeatable.")
-@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
-def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, notes, device):
-    """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
+def train_and_evaluate(data_dirs: Sequence[Path], out_dir: Path, data_name: Optional[str] = None,
+                       holdout: float = 0.0, exclude: Set[str] = frozenset(), test_dirs: Sequence[Path] = (),
+                       overrides: Optional[Dict[str, object]] = None, notes: Sequence[str] = (),
+                       device: Optional[str] = None, command: str = "",
+                       data_files: Optional[Dict[Path, Tuple[Path, Path]]] = None) -> dict:
+    """Train on the folders, then score held-out geometries and write the figures into the card.
+
+    holdout: a fraction of the geometries drawn here and held out; exclude: geometry ids held out by the
+    caller (the evaluation hold-out of study.splits), scored as "evaluation hold-out".
+    data_files: folder -> (labels file, boxes file) where they are not the folder's labels.json/boxes.json.
+    Returns the classifier.json metadata written.
+    """
     from .card import write_model_card
     from .train import train as run_train
-    cfg = ClassifierConfig.from_dict(parse_overrides(overrides))
+    cfg = ClassifierConfig.from_dict(dict(overrides or {}))
+    data_files = data_files or {}
     records: List[PatientRecord] = []
     for d in data_dirs:
-        records += build_dataset(d)
-    keep, held = holdout_split(records, holdout, cfg.seed)
-    train_recs = [r for r in records if split_key(r.patient_id) in keep]
+        records += build_dataset(d, *data_files.get(d, (None, None)))
+    candidates = [r for r in records if split_key(r.patient_id) not in exclude]
+    keep, held = fraction_holdout(candidates, holdout, cfg.seed)
+    held = set(held) | (set(exclude) & {split_key(r.patient_id) for r in records})
+    train_recs = [r for r in candidates if split_key(r.patient_id) in keep]
     name = data_name or ", ".join(str(d) for d in data_dirs)
     run_train(train_recs, out_dir, cfg, device=device, data_name=name)
 
     classifier = Classifier.load(out_dir, device)
-    train_keys = {split_key(r.patient_id) for r in records}
+    train_keys = {split_key(r.patient_id) for r in train_recs}
     folders = [(d, [r for r in records if r.source == str(d)]) for d in data_dirs] + \
         [(d, build_dataset(d)) for d in test_dirs]
     evaluations, pooled = [], []
     for d, recs in folders:
         shared = bool({split_key(r.patient_id) for r in recs} & train_keys)
-        # Geometries with their real labels only (rare-grade variants are not scored); where the folder
+        # Geometries with their real labels only (label variants are not scored); where the folder
         # renders training geometries, only the held-out ones.
         recs = [r for r in recs if r.patient_id == split_key(r.patient_id) and (not shared or r.patient_id in held)]
         if not recs:
@@ -110,9 +111,32 @@ def train(data_dirs, out_dir, data_name, holdout, test_dirs, overrides, notes, d
     meta["evaluations"] = evaluations
     meta["holdout_ids"] = sorted(held)
     meta["notes"] = list(notes)
-    meta["command"] = "python -m classifier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    meta["command"] = command or "python -m classifier " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     write_json_atomic(meta_path, meta)
     click.echo(f"wrote {write_model_card(out_dir, meta)}")
+    return meta
+
+
+@cli.command()
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path, exists=True),
+              help="Training folder (challenge layout with labels.json and boxes.json); repeatable.")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Weights folder to write.")
+@click.option("--data-name", default=None, help="How the model card names the training data.")
+@click.option("--holdout", type=float, default=0.0, show_default=True,
+              help="Fraction of patient ids held out of training and reported as test figures.")
+@click.option("--exclude", "exclude_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="holdout.json (study.splits): geometries never trained on, scored as held out.")
+@click.option("--test", "test_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Extra test folder; where it shares patient ids with --data only the held-out ids count.")
+@click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
+@click.option("--note", "notes", multiple=True, help="A line for the model card's notes; repeatable.")
+@click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, overrides, notes, device):
+    """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
+    from study.splits import read_holdout
+    exclude = read_holdout(exclude_file) if exclude_file else set()
+    train_and_evaluate(list(data_dirs), out_dir, data_name, holdout, exclude, list(test_dirs),
+                       parse_overrides(overrides), notes, device)
 
 
 @cli.command()

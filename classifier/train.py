@@ -77,6 +77,8 @@ def split_patients(records: Sequence[PatientRecord], val_fraction: float, seed: 
         n_val = int(round(len(keys) * val_fraction))
         val += keys[:n_val]
         train += keys[n_val:]
+    if not val and val_fraction > 0 and len(train) > 1:  # small sets: every stratum rounded to zero
+        val.append(train.pop(int(rng.integers(len(train)))))
     return sorted(train), sorted(val)
 
 
@@ -249,6 +251,7 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
                   "normalisation": "per crop: zero mean, unit standard deviation (classifier.crops.standardise)"},
         "training": {"data": data_name, "train_patients": len(train_ids), "train_renders": len(train_recs),
                      "val_patients": len(val_ids), "val_renders": len(val_recs), "val_ids": list(val_ids),
+                     "train_ids": list(train_ids),
                      "best_epoch": best_epoch, "epochs_run": epoch, "seconds": round(seconds, 1),
                      "device": str(dev), "threads": cfg.threads, "seed": cfg.seed,
                      "disc_class_weights": [round(float(x), 3) for x in disc_w.cpu()],

@@ -6,7 +6,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple, Union
+from typing import AbstractSet, Dict, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
@@ -14,6 +14,7 @@ import yaml
 from study.challenge import Box, PatientBoxes, read_box_file
 from study.errors import InputError
 from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE
+from study.splits import split_key
 
 from .boxes import disc_boxes
 from .config import class_names
@@ -79,12 +80,13 @@ def image_name(patient_id: str, slice_number: int) -> str:
 
 def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike, val_fraction: float = 0.1,
                   seed: int = 0, class_design: str = "levels",
-                  val_ids: Sequence[str] = ()) -> DatasetInfo:
+                  val_ids: Sequence[str] = (), exclude: AbstractSet[str] = frozenset()) -> DatasetInfo:
     """Write out_dir/{images,labels}/{train,val}/, data.yaml and split.json from a challenge-layout folder.
 
     All three sagittal slices of a patient go to the same split. Patients in the box file without
     images are skipped with an error listing them (a silent partial dataset would skew the split).
-    `val_ids`, when given, fixes the validation patients instead of drawing them.
+    `val_ids`, when given, fixes the validation patients instead of drawing them. Patients whose geometry
+    is in `exclude` (the evaluation hold-out of study.splits) are left out of both sides.
     """
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     names = class_names(class_design)
@@ -92,7 +94,8 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     if contents.errors:
         raise InputError(f"{len(contents.errors)} patient(s) with bad boxes, first: {contents.errors[0]}",
                          path=boxes_file)
-    patients: Dict[str, PatientBoxes] = {p.patient_id: p for p in contents.patients}
+    patients: Dict[str, PatientBoxes] = {p.patient_id: p for p in contents.patients
+                                         if split_key(p.patient_id) not in exclude}
     missing = [pid for pid in patients
                if not all((layout_dir / pid / "sag" / f"{s}.png").is_file() for s in SAGITTAL_SLICES)]
     if missing:
@@ -123,7 +126,9 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
             "nc": len(names), "names": {i: n for i, n in enumerate(names)}, "channels": 3}
     (out_dir / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     (out_dir / SPLIT_FILE).write_text(json.dumps({"seed": seed, "val_fraction": val_fraction,
-                                                  "class_design": class_design, "train": train, "val": val},
+                                                  "class_design": class_design, "train": train, "val": val,
+                                                  "excluded": len({split_key(p.patient_id) for p in contents.patients}
+                                                                  & set(exclude))},
                                                  indent=1) + "\n")
     return DatasetInfo(out_dir / "data.yaml", tuple(train), tuple(val), class_design, n_images)
 

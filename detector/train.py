@@ -9,9 +9,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
+
+from study.challenge import read_box_file
+from study.splits import split_key
 
 from .config import DetectorConfig, TrainConfig, to_dict
 from .dataset import DatasetInfo, build_dataset
@@ -109,15 +112,19 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
           eval_sets: Sequence[EvalSet] = (), work_dir: Optional[PathLike] = None,
           val_ids: Sequence[str] = (), data_description: str = "",
           card_sections: Optional[Mapping[str, str]] = None, real_check: bool = True,
-          verbose: bool = True) -> TrainResult:
+          verbose: bool = True, exclude: AbstractSet[str] = frozenset(), command: str = "") -> TrainResult:
     """Export the dataset, train YOLO from config.model_yaml, and write out_dir/{best.pt, config.json,
-    MODEL_CARD.md, metrics.json, args.yaml}. The held-out patients of the split are always scored."""
+    MODEL_CARD.md, metrics.json, args.yaml}. The held-out patients of the split are always scored.
+
+    exclude: geometry ids never trained on (the evaluation hold-out of study.splits); those of them in the
+    box file are scored as the "evaluation hold-out" set.
+    """
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     tc = train_config
     work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work"
     configure(work / "ultralytics-config", threads=tc.threads or max(1, (os.cpu_count() or 2) - 1))
     info = build_dataset(layout_dir, boxes_file, work / "dataset", tc.val_fraction, tc.seed, config.class_design,
-                         val_ids=val_ids)
+                         val_ids=val_ids, exclude=exclude)
     model = yolo()(str(resolve_model_yaml(config.model_yaml)))
     run_dir = work / "run"
     if run_dir.exists():
@@ -152,7 +159,12 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     if info.val_ids:
         sets.insert(0, EvalSet("held-out split", layout_dir, Path(boxes_file), info.val_ids,
                                f"the {len(info.val_ids)} validation patients of the patient-level split "
-                               f"(never trained on)"))
+                               f"(never trained on; they chose the epoch kept)"))
+    held = sorted(p.patient_id for p in read_box_file(boxes_file).patients if split_key(p.patient_id) in exclude)
+    if held:
+        sets.insert(0, EvalSet("evaluation hold-out", layout_dir, Path(boxes_file), tuple(held),
+                               f"the {len(held)} patients of the evaluation hold-out (study.splits; never "
+                               f"trained on, never used to choose anything)"))
     metrics: Dict[str, DetectorMetrics] = {}
     for es in sets:
         m, _ = evaluate_folder(detector, es.layout_dir, es.boxes_file, es.ids)
@@ -176,6 +188,8 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
         {"train_seconds": round(train_seconds, 1), "epochs": tc.epochs,
          "sets": {k: v.to_dict() for k, v in metrics.items()},
          "real_scan": None if real is None else [vars(c) for c in real.levels]}, indent=1) + "\n")
+    if command:
+        sections["Retrain"] = f"The command that wrote these weights:\n```\n{command}\n```"
     write_model_card(out_dir, result, config, tc, sets, layout_dir, Path(boxes_file), data_description, sections)
     return result
 
@@ -208,8 +222,9 @@ def write_model_card(out_dir: Path, result: TrainResult, config: DetectorConfig,
         f"device {_device(tc)} ({torch.get_num_threads()} threads), wall time {result.train_seconds / 60:.1f} min",
         f"- Data: {data_description or layout_dir} (boxes: {boxes_file.name}); {info.n_images} sagittal images "
         f"(slices 5, 6, 7 of each patient)",
-        f"- Split: patient level, seed {tc.seed}: {len(info.train_ids)} train / {len(info.val_ids)} held-out patients "
-        "(ids in the run's split.json; no patient on both sides)",
+        f"- Split: patient level, seed {tc.seed}: {len(info.train_ids)} train / {len(info.val_ids)} validation patients "
+        f"(ids in the run's split.json; no patient on both sides); {json.loads((info.data_yaml.parent / 'split.json').read_text()).get('excluded', 0)} "
+        "patients of the evaluation hold-out excluded from both",
         "- Disc boxes: derived from the neighbouring vertebra boxes by detector.boxes.disc_box_between",
         "- Augmentation: no flips (left-right swaps anterior and posterior); affine "
         f"(rotation {tc.degrees} deg, translate {tc.translate}, scale {tc.scale}, shear {tc.shear}); "

@@ -505,7 +505,7 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
                  cfg: FusionConfig = FusionConfig(), run_cv: bool = True, data_name: str = "",
                  extra_features: Optional[Mapping[str, Mapping[str, float]]] = None,
                  padding_px: float = CHALLENGE_PADDING_PX, box_check: bool = False,
-                 notes: Sequence[str] = (), exclude: Sequence[str] = ()) -> Dict[str, object]:
+                 notes: Sequence[str] = (), exclude: Sequence[str] = (), command: str = "") -> Dict[str, object]:
     """Train on every usable patient of a box + label file; write weights, fusion.json and MODEL_CARD.md.
 
     extra_features (patient id -> columns, e.g. image_features or level_features) join the geometry
@@ -548,6 +548,8 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
             patients, {i: labels[i].curvature for i in labels}, {i: labels[i].alignment for i in labels}, cfg)]
     if notes:
         model.meta["notes"] = list(notes)
+    if command:
+        model.meta["command"] = command
     model.save(out_dir)
     # the card is written from what was saved, so it shows the shipped priors and threshold
     meta = load_fusion(out_dir).meta

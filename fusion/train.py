@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -16,7 +17,7 @@ if str(ROOT) not in sys.path:
 def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str = "", repeats: Optional[int] = None,
               run_cv: bool = True, padding_check: bool = False, notes: Sequence[str] = (),
               exclude_file: Optional[Path] = None, image_data: Sequence[Path] = (), image_data_name: str = "",
-              image_eval: Sequence[Path] = ()) -> Dict[str, object]:
+              image_eval: Sequence[Path] = (), command: str = "") -> Dict[str, object]:
     """Curvature + geometry alignment on the real boxes, then (with image_data) the phantom-trained image head.
 
     exclude_file: a holdout.json (study.splits) whose geometries no part of the model trains on.
@@ -37,7 +38,8 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
         all_notes.append(f"{len(exclude)} geometries of {exclude_file.name} held out of every part of this model "
                          "(end-to-end evaluation set)")
     meta = train_fusion(boxes_file, labels_file, out_dir, cfg, run_cv=run_cv, data_name=data_name,
-                        box_check=padding_check, notes=all_notes, exclude=sorted(exclude))
+                        box_check=padding_check, notes=all_notes, exclude=sorted(exclude),
+                        command=command or "python -m fusion.train " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     if image_data:
         evals = {f"{Path(d).name} (never trained on)": [d] for d in image_eval}
         meta["image_alignment"] = train_image_alignment(

@@ -29,7 +29,9 @@ def sha256_of(path: PathLike) -> str:
 
 
 def _model_files(root: Path) -> List[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.startswith("."))
+    # hidden files and folders (temporaries, training work folders) are never part of a release
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def write_manifest(root: PathLike) -> Path:

@@ -1,0 +1,123 @@
+"""`pipeline.py train`: retrain one stage or all of them into a weights folder, hold-out excluded, manifest rewritten.
+
+Every stage calls its own package's training entry point; this module only resolves the data, draws or
+reads the evaluation hold-out (study.splits) once for all stages, and records the new files in the
+weights manifest so `run` accepts them.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Set, Tuple
+
+from study.challenge import read_labels
+from study.errors import InputError
+from study.splits import HOLDOUT_FILE, holdout_split, read_holdout, write_holdout
+
+from .manifest import write_manifest
+
+STAGES = ("detector", "classifier", "fusion")
+LABELS_FILE, BOXES_FILE = "labels.json", "boxes.json"
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The folders to learn from and the geometry files; every --data folder reads its own labels/boxes."""
+
+    folders: Tuple[Path, ...]
+    files: Dict[Path, Tuple[Path, Path]]     # folder -> (labels file, boxes file)
+    labels: Path                              # geometry labels (fusion's curvature and geometry alignment)
+    boxes: Path
+    holdout: Set[str]
+    holdout_file: Optional[Path]
+
+
+def resolve_data(data_dirs: Sequence[Path], labels: Optional[Path], boxes: Optional[Path]) -> TrainingData:
+    """Each folder uses its own labels.json/boxes.json when present, else --labels/--boxes; both must exist."""
+    if not data_dirs:
+        raise InputError("give at least one --data folder (challenge layout with images)")
+    files: Dict[Path, Tuple[Path, Path]] = {}
+    for d in map(Path, data_dirs):
+        if not d.is_dir():
+            raise InputError("not a folder", path=d)
+        lab = d / LABELS_FILE if (d / LABELS_FILE).is_file() else labels
+        box = d / BOXES_FILE if (d / BOXES_FILE).is_file() else boxes
+        if lab is None or box is None or not Path(lab).is_file() or not Path(box).is_file():
+            raise InputError(f"needs a label file and a box file: it has no {LABELS_FILE}/{BOXES_FILE} and "
+                             "--labels/--boxes were not given (or do not exist)", path=d)
+        files[d] = (Path(lab), Path(box))
+    first = Path(data_dirs[0])
+    return TrainingData(tuple(map(Path, data_dirs)), files, Path(labels) if labels else files[first][0],
+                        Path(boxes) if boxes else files[first][1], set(), None)
+
+
+def with_holdout(data: TrainingData, out_dir: Path, holdout_file: Optional[Path], holdout_n: int,
+                 seed: int = 0) -> TrainingData:
+    """Read --holdout, or draw --holdout-n geometries from the geometry labels; written to OUT/holdout.json."""
+    if holdout_file is not None:
+        ids = read_holdout(holdout_file)
+    elif holdout_n > 0:
+        _, ids = holdout_split(read_labels(data.labels), holdout_n, seed)
+        ids = set(ids)
+    else:
+        return data
+    path = write_holdout(Path(out_dir) / HOLDOUT_FILE, ids, source=str(holdout_file or data.labels), seed=seed)
+    return replace(data, holdout=ids, holdout_file=path)
+
+
+def train_detector_stage(data: TrainingData, out_dir: Path, epochs: Optional[int], device: Optional[str],
+                         data_name: str, command: str) -> None:
+    """YOLO + refiner on the first --data folder (its sagittal slices and boxes)."""
+    from detector.config import DetectorConfig, TrainConfig
+    from detector.train import train
+    tc = TrainConfig()
+    if epochs:
+        tc = replace(tc, epochs=epochs)
+    if device:
+        tc = replace(tc, device=device)
+    folder = data.folders[0]
+    train(folder, data.files[folder][1], Path(out_dir) / "detector", DetectorConfig(), tc,
+          work_dir=Path(out_dir) / ".detector-work", data_description=data_name or str(folder),
+          exclude=data.holdout, command=command)
+
+
+def train_classifier_stage(data: TrainingData, out_dir: Path, epochs: Optional[int], device: Optional[str],
+                           data_name: str, command: str) -> None:
+    """The grading network on every --data folder (each render and label variant of a geometry stays together)."""
+    from classifier.cli import train_and_evaluate
+    overrides = {"epochs": epochs} if epochs else {}
+    train_and_evaluate(list(data.folders), Path(out_dir) / "classifier", data_name or None, exclude=data.holdout,
+                       overrides=overrides, device=device, command=command,
+                       data_files={d: f for d, f in data.files.items()})
+
+
+def train_fusion_stage(data: TrainingData, out_dir: Path, data_name: str, image_data_name: str,
+                       run_cv: bool, command: str) -> None:
+    """Curvature and geometry alignment on --labels/--boxes; the image alignment head on the --data folders."""
+    from fusion.train import train_all
+    train_all(data.boxes, data.labels, Path(out_dir) / "fusion", data_name=data_name, run_cv=run_cv,
+              exclude_file=data.holdout_file, image_data=list(data.folders), image_data_name=image_data_name,
+              command=command)
+
+
+def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: Optional[Path] = None,
+                 boxes: Optional[Path] = None, holdout_file: Optional[Path] = None, holdout_n: int = 0,
+                 epochs: Optional[int] = None, device: Optional[str] = None, data_name: str = "",
+                 geometry_name: str = "", run_cv: bool = True, command: str = "") -> Path:
+    """Train `stage` (or 'all', in flow order) into out_dir/<stage>/ and rewrite out_dir/MANIFEST.json."""
+    if stage not in STAGES + ("all",):
+        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES + ('all',)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = with_holdout(resolve_data(data_dirs, labels, boxes), out_dir, holdout_file, holdout_n)
+    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    for s in (STAGES if stage == "all" else (stage,)):
+        if s == "detector":
+            train_detector_stage(data, out_dir, epochs, device, data_name, command)
+        elif s == "classifier":
+            train_classifier_stage(data, out_dir, epochs, device, data_name, command)
+        else:
+            train_fusion_stage(data, out_dir, geometry_name or str(data.boxes), data_name, run_cv, command)
+    return write_manifest(out_dir)
