@@ -73,6 +73,50 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
     sys.exit(geometry_command(boxes_file, out_file, weights_dir))
 
 
+@cli.command()
+@click.argument("stage", type=click.Choice(["detector", "classifier", "fusion", "all"]))
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
+              help="Challenge-layout folder with images (repeatable). Each folder reads its own labels.json and "
+                   "boxes.json when it has them, else --labels/--boxes. The detector learns from the first.")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="Label file of the geometry fusion learns curvature from (default: the first folder's).")
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
+              help="Box file of that geometry (default: the first folder's).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Weights folder: writes OUT/<stage>/ with a model card, then OUT/MANIFEST.json.")
+@click.option("--holdout", "holdout_file", type=click.Path(path_type=Path), default=None,
+              help="holdout.json of geometry ids no stage may train on (e.g. weights/holdout.json).")
+@click.option("--holdout-n", type=click.IntRange(0), default=0, show_default=True,
+              help="Draw a stratified hold-out of N geometries from the labels instead (written to OUT/holdout.json).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Detector/classifier epochs (default: config).")
+@click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when present).")
+@click.option("--data-name", default="", help="How the model cards name the --data folders.")
+@click.option("--geometry-name", default="", help="How the fusion card names --labels/--boxes.")
+@click.option("--no-cv", is_flag=True, help="Fusion: skip cross-validation (fit only).")
+def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, device, data_name,
+          geometry_name, no_cv):
+    """Retrain one stage (or all, in flow order) into a weights folder, each with its model card."""
+    import shlex
+
+    from release.training import train_stages
+    from study.errors import InputError
+    args = [stage] + [a for d in data_dirs for a in ("--data", str(d))]
+    for flag, value in (("--labels", labels_file), ("--boxes", boxes_file), ("--out", out_dir),
+                        ("--holdout", holdout_file), ("--holdout-n", holdout_n or None), ("--epochs", epochs),
+                        ("--device", device), ("--data-name", data_name or None),
+                        ("--geometry-name", geometry_name or None)):
+        if value is not None:
+            args += [flag, str(value)]
+    command = "python pipeline.py train " + " ".join(shlex.quote(a) for a in args + (["--no-cv"] if no_cv else []))
+    try:
+        manifest = train_stages(stage, data_dirs, out_dir, labels_file, boxes_file, holdout_file, holdout_n, epochs,
+                                device, data_name, geometry_name, run_cv=not no_cv, command=command)
+    except InputError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    click.echo(f"trained {stage} -> {out_dir}; manifest {manifest}")
+
+
 # ------------------------------------------------------------------------------------------------
 # run: the whole reading, batch by batch
 # ------------------------------------------------------------------------------------------------
