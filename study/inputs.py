@@ -249,6 +249,21 @@ def _unique_ids(sources: List[InputSource]) -> List[InputSource]:
     return out
 
 
+def private_path(path: PathLike, sources: List[InputSource]) -> str:
+    """`path` as it may appear in an output: any part that holds a DICOM patient's identifying values (a study
+    folder named after the patient, say) is redacted. One header per study is read again for its values."""
+    values: set = set()
+    for s in sources:
+        if s.kind == DICOM:
+            for f in s.files:
+                try:
+                    values.update(study_uid(f)[1])
+                    break
+                except Exception:  # not readable as DICOM: try the next file
+                    continue
+    return Scrubber(values)(str(path))
+
+
 def load_input(source: InputSource, require_all_axial: bool = False) -> Study:
     """Load one patient as a Study; raises StudyError naming the patient (and the file, where one is at fault).
 
