@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,11 @@ OTHER_IMAGE_SUFFIXES: Tuple[str, ...] = (".jpg", ".jpeg", ".bmp", ".tif", ".tiff
 MAX_PIXELS = 50_000_000
 # Litter from archivers and file browsers; never a patient or an image.
 _IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+# PIL's own Image.open. Importing ultralytics (the detector) replaces PIL.Image.open with a wrapper that,
+# whenever PIL cannot identify a file, tries to import or pip-install a HEIF plugin: a file that is not an
+# image then failed as "No module named 'pi_heif'" instead of "not an image". User files never go through it.
+_pil_open = Image.open if getattr(Image.open, "__module__", "") == Image.__name__ else \
+    getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", Image.open)
 _HIGH_DEPTH_MODES = {"I;16": "16-bit", "I;16L": "16-bit", "I;16B": "16-bit", "I;16N": "16-bit",
                      "I": "32-bit integer", "F": "floating-point"}
 
@@ -54,15 +60,22 @@ class StudyReport:
 # ----------------------------------------------------------------------------------------------
 
 def patient_id_of(patient_dir: PathLike) -> str:
-    """The patient id: the folder's own name (abspath, not resolve, so '.' works and links keep their name)."""
-    return Path(os.path.abspath(patient_dir)).name
+    """The patient id: the folder's own name (abspath, not resolve, so '.' works and links keep their name).
+
+    A name that is not valid UTF-8 keeps its bad bytes as \\xNN escapes, so the id is printable text that
+    JSON and HTML can carry (Python would otherwise hold it with lone surrogates).
+    """
+    name = Path(os.path.abspath(patient_dir)).name
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def find_patients(root: PathLike) -> List[Path]:
     """The patient folders under `root`: [root] itself when it has sag/ or tra/, else its sub-folders.
 
     Sub-folders are sorted by name; hidden entries and plain files (labels.json, boxes.json) are
-    ignored. Every other sub-folder counts as a patient, so a broken one is reported, not skipped.
+    ignored. Every other sub-folder counts as a patient, so a broken one is reported, not skipped;
+    so does a link that cannot be followed (dangling, or a loop). A link to root or to a folder
+    already listed is skipped with a warning (it would read the same patient twice).
     Raises StudyError when root does not exist, is not a folder, or holds no patient folder.
     """
     root = Path(root)
@@ -81,6 +94,8 @@ def find_patients(root: PathLike) -> List[Path]:
     patients: List[Path] = []
     for entry in entries:
         if not entry.is_dir():  # False for files, broken links and link loops alike
+            if entry.is_symlink() and not entry.exists():
+                patients.append(entry)  # a patient's folder may have moved: report it, never drop it
             continue
         try:
             real = entry.resolve(strict=True)
@@ -172,7 +187,10 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> Stud
         return _relative(path, patient_dir)
 
     if not patient_dir.exists():
-        error("patient folder does not exist", patient_dir)
+        if patient_dir.is_symlink():
+            error(f"symbolic link that cannot be followed ({_stat_reason(patient_dir)})", patient_dir)
+        else:
+            error("patient folder does not exist", patient_dir)
         return finish()
     if not patient_dir.is_dir():
         error("not a folder; expected a patient folder with sag/ and tra/", patient_dir)
@@ -309,7 +327,7 @@ def read_image(path: PathLike, patient: Optional[str] = None, name: Optional[str
     with handle, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            img = Image.open(handle)
+            img = _pil_open(handle)
         except Image.DecompressionBombError as e:
             raise fail(f"image too large to decode safely ({e})") from None
         except UnidentifiedImageError:
@@ -495,6 +513,15 @@ def _relative(path: Path, base: Path) -> str:
 def _layout_hint() -> str:
     return (f"{SAGITTAL_DIR}/{{{','.join(map(str, SAGITTAL_SLICES))}}}{IMAGE_SUFFIX} and "
             f"{AXIAL_DIR}/{{{','.join(axial_file_stem(p) for p in CANAL_POSITIONS)}}}{IMAGE_SUFFIX}")
+
+
+def _stat_reason(path: Path) -> str:
+    """Why following `path` fails: a link loop, a missing target..."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        return _reason(e)
+    return "unknown reason"
 
 
 def _reason(e: BaseException) -> str:

@@ -413,7 +413,21 @@ def test_find_patients_does_not_follow_links_back(make_patient, tmp_path):
     os.symlink(root / "p1", root / "p1-again")       # second name for a patient
     os.symlink(root / "nowhere", root / "dangling")  # broken link
     os.symlink(root / "self", root / "self")         # link to itself (ELOOP)
-    assert [p.name for p in find_patients(root)] == ["p1"]
+    # Links that would read a patient twice are skipped; links that cannot be followed are listed, so
+    # the patient they stood for is reported rather than silently missing.
+    assert [p.name for p in find_patients(root)] == ["dangling", "p1", "self"]
+    for name, reason in (("dangling", "No such file"), ("self", "symbolic links")):
+        with pytest.raises(StudyError) as info:
+            load_study(root / name)
+        assert_names(info.value, name, name)
+        assert "symbolic link that cannot be followed" in str(info.value) and reason in str(info.value)
+
+
+def test_patient_id_of_a_name_that_is_not_utf8(tmp_path):
+    folder = tmp_path / os.fsdecode(b"p-\xff\xfe")
+    write_challenge_patient(folder, size=32)
+    assert loader.patient_id_of(folder) == "p-\\xff\\xfe"
+    assert load_study(folder).patient_id == "p-\\xff\\xfe"
 
 
 @pytest.mark.parametrize("setup, expected", [
