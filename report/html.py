@@ -83,4 +83,5 @@ Patients flagged for review have a red border: their grades should not be truste
 {''.join(sections)}
 </body></html>
 """
-    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    # errors=: a file name that is not UTF-8 (lone surrogates in Python) shows as \udcXX, not a failed page.
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8", errors="backslashreplace"))

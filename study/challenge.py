@@ -279,6 +279,8 @@ def _read_json(path: PathLike, error: type):
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise error(f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})", path=path) from None
+    except ValueError as e:  # a number too long to convert (over 4300 digits) is not a JSONDecodeError
+        raise error(f"not valid JSON ({e})", path=path) from None
     except RecursionError:
         raise error("not valid JSON (nested too deeply)", path=path) from None
 
@@ -302,9 +304,13 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
 
 
 def write_json_atomic(path: PathLike, data: object, indent: Optional[int] = 1) -> None:
-    """Write JSON atomically (see atomic_write)."""
+    """Write JSON atomically (see atomic_write).
+
+    Text that UTF-8 cannot encode (file names that are not UTF-8 reach Python as lone surrogates) is
+    written as a \\uXXXX escape, which JSON reads back as the same string, instead of failing the write.
+    """
     def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
             json.dump(data, f, indent=indent, ensure_ascii=False, allow_nan=False)
             f.write("\n")
 
