@@ -71,3 +71,51 @@ def cervai_dir() -> Path:
     if not (d / "train_boxes.json").is_file() or not (d / "train_labels.json").is_file():
         pytest.skip(f"real CervAI files not found in {d}")
     return d
+
+
+# ------------------------------------------------------------------------------------------------
+# `run` outputs shared by the hardening tests (one run each per session: a run costs tens of seconds)
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def examples_run(tmp_path_factory):
+    """`run --input examples/` (the clean reference) in a fresh interpreter under a network audit hook,
+    parsed (hardening_helpers.RunOutput, with .audit_log)."""
+    from hardening_helpers import EXAMPLES, run_audited
+
+    tmp = tmp_path_factory.mktemp("examples-run")
+    return run_audited(["--input", str(EXAMPLES), "--out", str(tmp / "out")], tmp / "audit.log")
+
+
+@pytest.fixture(scope="session")
+def bad_batch_run(tmp_path_factory):
+    """`run` on the examples plus one patient per bad-input case (hardening_helpers.build_bad_batch).
+
+    One file is made unreadable: by chmod where the tests do not run as root, else (root reads anything)
+    by making the loader's open() refuse it as the OS would.
+    """
+    import os
+
+    from hardening_helpers import UNREADABLE, build_bad_batch, invoke_run
+    from study import loader
+
+    root = build_bad_batch(tmp_path_factory.mktemp("hardening") / "batch")
+    target = root / UNREADABLE[0] / UNREADABLE[1]
+    args = ["--input", str(root), "--out", str(tmp_path_factory.mktemp("bad-batch-run"))]
+    with pytest.MonkeyPatch.context() as mp:
+        if hasattr(os, "geteuid") and os.geteuid() != 0:
+            target.chmod(0)
+        else:
+            real_open = open
+
+            def deny(path, *a, **kw):
+                if Path(path) == target:
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real_open(path, *a, **kw)
+
+            mp.setattr(loader, "open", deny, raising=False)
+        try:
+            result = invoke_run(args)
+        finally:
+            target.chmod(0o644)
+    result.root = root
+    return result
