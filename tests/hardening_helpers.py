@@ -127,12 +127,24 @@ def read_outputs(out: Path, exit_code: int, output: str, exception=None) -> RunO
 
 
 def invoke_run(args: List[str]) -> RunOutput:
-    """`pipeline.py run ARGS` in this process (click's CliRunner); ARGS must hold --out."""
+    """`pipeline.py run ARGS` in this process (click's CliRunner); ARGS must hold --out.
+
+    The run gets the torch thread count a fresh `pipeline.py run` starts with (detector.yolo_env.configure):
+    earlier tests in this process may have set another (training tests use 1), and the last digit of the
+    measured values in a report depends on it. The previous count is restored afterwards.
+    """
+    import torch
     from click.testing import CliRunner
 
+    from detector.yolo_env import configure
     from pipeline import cli
 
-    res = CliRunner().invoke(cli, ["run", *args])
+    before = torch.get_num_threads()
+    configure()
+    try:
+        res = CliRunner().invoke(cli, ["run", *args])
+    finally:
+        torch.set_num_threads(before)
     out = Path(args[args.index("--out") + 1])
     return read_outputs(out, res.exit_code, res.output, res.exception)
 
