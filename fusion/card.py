@@ -57,7 +57,8 @@ def _image_head_lines(meta: Mapping[str, object]) -> list:
         out.append(f"- {name}: {ev['n']} patients, {ev['n_poor']} poor; poor-class F1 {ev['poor_f1']:.3f}"
                    + (f" (weighted to the real prevalence {ev['poor_f1_at_prevalence']:.3f})"
                       if "poor_f1_at_prevalence" in ev else "")
-                   + f", AUC {ev['auc']:.3f}; called poor {ev['called_poor']}, of them truly poor "
+                   + (f", AUC {ev['auc']:.3f}" if ev.get("auc") is not None else "")
+                   + f"; called poor {ev['called_poor']}, of them truly poor "
                    f"{ev['true_poor_called']}.")
     out.append("")
     return out

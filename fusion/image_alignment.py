@@ -48,8 +48,8 @@ class AlignmentTable:
 
 
 def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
-                  boxes_name: str = "boxes.json") -> AlignmentTable:
-    """Features of every patient of the phantom folders whose geometry is not in `exclude`."""
+                  boxes_name: str = "boxes.json", only: Optional[Set[str]] = None) -> AlignmentTable:
+    """Features of every patient of the phantom folders whose geometry is not in `exclude` (and is in `only`)."""
     ids: List[str] = []
     rows: List[Dict[str, float]] = []
     poor: List[int] = []
@@ -57,7 +57,7 @@ def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
         labels = {lab.patient_id: lab for lab in read_labels(folder / "labels.json")}
         patients = [p for p in read_box_file(folder / boxes_name).patients
                     if p.patient_id in labels and split_key(p.patient_id) not in exclude
-                    and (folder / p.patient_id).is_dir()]
+                    and (only is None or split_key(p.patient_id) in only) and (folder / p.patient_id).is_dir()]
         img = {p.patient_id: image_features(load_mid_sagittal(folder / p.patient_id), p.boxes[MID_SAGITTAL_SLICE])
                for p in patients}
         pids, prow, _ = feature_rows(patients, extra=img)
@@ -144,6 +144,10 @@ def cross_validate_head(table: AlignmentTable, cfg: FusionConfig, prevalence: fl
             "poor_f1_at_prevalence": ms(f_w), "poor_f1_phantom_mix": ms(f_raw), "auc": ms(aucs)}
 
 
+def _finite_or_none(v: float):
+    return round(float(v), 4) if np.isfinite(v) else None  # AUC needs both classes
+
+
 def evaluate_head(head: ImageAlignmentHead, table: AlignmentTable, prevalence: Optional[float] = None
                   ) -> Dict[str, object]:
     """Poor-class F1 (as is, and weighted to `prevalence` when given) and AUC of a fitted head on a table."""
@@ -152,7 +156,7 @@ def evaluate_head(head: ImageAlignmentHead, table: AlignmentTable, prevalence: O
     called = score >= head.threshold
     out: Dict[str, object] = {"n": len(table.ids), "n_poor": int(table.poor.sum()),
                               "poor_f1": round(class_f1(1 - table.poor, np.where(called, 0, 1), 0), 4),
-                              "auc": round(_auc(table.poor, score), 4),
+                              "auc": _finite_or_none(_auc(table.poor, score)),
                               "called_poor": int(called.sum()),
                               "true_poor_called": int((called & (table.poor == 1)).sum())}
     if prevalence is not None:
@@ -168,7 +172,9 @@ def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cf
     """Fit the head on the phantom folders, attach it to the fusion model in weights_dir and save.
 
     prevalence defaults to the poor frequency the fusion model was trained on (the real labels).
-    eval_folders: name -> folders scored with the final head (e.g. the held-out geometries' renders).
+    eval_folders: name -> folders scored with the final head (never trained on).
+    With `exclude`, the final head is also scored on the excluded geometries' renders in `folders`: once
+    with their real labels only (the real prevalence) and once with their label variants too.
     """
     from .card import write_model_card
 
@@ -182,6 +188,15 @@ def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cf
     evaluations = {}
     for name, fs in eval_folders.items():
         evaluations[name] = evaluate_head(head, phantom_table(fs), prevalence)
+    if exclude:
+        held = phantom_table(folders, only=set(exclude))
+        real = [k for k, i in enumerate(held.ids) if i == split_key(i)]
+        if real:
+            own = AlignmentTable([held.ids[k] for k in real], held.X[real], held.poor[real],
+                                 [held.groups[k] for k in real], held.names)
+            evaluations["evaluation hold-out, real labels (never trained on)"] = evaluate_head(head, own)
+        evaluations["evaluation hold-out with its poor-alignment variants (never trained on)"] = \
+            evaluate_head(head, held, prevalence)
     head.meta = {"data": data_name or ", ".join(map(str, folders)), "n_rows": len(table.ids),
                  "n_geometries": len(set(table.groups)), "n_poor": int(table.poor.sum()),
                  "excluded_geometries": len(exclude), "prevalence": round(prevalence, 5), "cv": cv,
