@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import warnings
 from collections import OrderedDict, defaultdict
@@ -43,6 +44,13 @@ IDENTIFYING_KEYWORDS = (
 _LOCALISER = re.compile(r"(?<![a-z])(loc|localizer|localiser|scout|survey|3[ _-]?plane|tri[ _-]?pilot|"
                         r"pilot|aahead|aascout|positioning)", re.I)
 REDACTED = "[redacted]"
+# A file holding more frames than this is not a spine series (a 3-D T2 volume holds a few hundred): it is
+# refused before any per-frame work, so a tiny file claiming millions of frames costs nothing.
+MAX_FRAMES = 4096
+# Pixels per frame, as for PNGs: a few bytes of compressed data can claim gigapixels.
+MAX_PIXELS = 50_000_000
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_KEYWORDS = (("PixelData", None), ("FloatPixelData", 32), ("DoubleFloatPixelData", 64))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -221,15 +229,98 @@ def _skip_reason(ds) -> Optional[str]:
     return None
 
 
-def _planes(ds) -> List[Tuple[ImagePlane, Optional[int]]]:
+def _whole(ds, keyword: str, default: int) -> int:
+    """An integer header value (default when absent or empty); raises ValueError quoting a bad one."""
+    v = ds.get(keyword)
+    if v is None or v == "":
+        return default
+    try:
+        if isinstance(v, (bytes, str)) or not float(v).is_integer():
+            raise ValueError
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        text = repr(v)
+        raise ValueError(f"{keyword} {text[:24] + '...' if len(text) > 24 else text} is not a whole number") \
+            from None
+
+
+def _frame_count(ds, patient: str, name: str) -> int:
+    """How many frames the file holds, once what its header claims (NumberOfFrames, Rows x Columns, samples,
+    bits) has been checked against sane limits and against the length of the pixel data actually stored.
+
+    Runs before any per-frame work: a header is a few bytes, and a claim of 100 000 frames in a 9 kB file
+    would otherwise cost a plane and a reader per frame. Raises StudyError naming the file and the problem.
+    """
+    def fail(problem: str) -> StudyError:
+        return StudyError(problem, patient=patient, path=name)
+
+    try:
+        rows, cols = _whole(ds, "Rows", 0), _whole(ds, "Columns", 0)
+        # NumberOfFrames 0 is read as 1, as pydicom does.
+        n_frames = _whole(ds, "NumberOfFrames", 1) or 1
+        samples = _whole(ds, "SamplesPerPixel", 1) or 1
+        bits_allocated = _whole(ds, "BitsAllocated", 0)
+    except ValueError as e:
+        raise fail(str(e)) from None
+    if rows < 1 or cols < 1:
+        raise fail(f"image has no pixels (Rows x Columns {rows} x {cols})")
+    if rows * cols > MAX_PIXELS:
+        raise fail(f"claims {rows} x {cols} pixels per frame, above the {MAX_PIXELS // 1_000_000} MP limit; "
+                   "not decoded (possible decompression bomb)")
+    if n_frames < 0:
+        raise fail(f"NumberOfFrames {n_frames} is negative")
+    if n_frames > MAX_FRAMES:
+        raise fail(f"claims {n_frames:,} frames, more than the {MAX_FRAMES:,} a file of a spine series may hold")
+    if not 1 <= samples <= 4:
+        raise fail(f"SamplesPerPixel {samples} is not 1 to 4")
+    found = [(kw, bits) for kw, bits in _PIXEL_KEYWORDS if kw in ds]
+    if not found:
+        return n_frames   # no pixel data: _skip_reason has already set the file aside
+    keyword, float_bits = found[0]
+    elem = ds.get_item(keyword, keep_deferred=True)   # never reads the value: its length is enough
+    length = getattr(elem, "length", None)
+    if length is None:
+        value = getattr(elem, "value", None)
+        length = len(value) if isinstance(value, (bytes, bytearray)) else None
+    try:
+        file_size = os.path.getsize(ds.filename) if isinstance(getattr(ds, "filename", None), str) else None
+    except OSError:
+        file_size = None
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        encapsulated = bool(ts is not None and ts.is_encapsulated)
+    except ValueError:   # not a transfer syntax UID: the decoder names it later
+        encapsulated = False
+    if length == _UNDEFINED_LENGTH or encapsulated:
+        # Compressed: each frame is at least one fragment item, with an 8-byte item header of its own.
+        room = file_size if file_size is not None else (length if length != _UNDEFINED_LENGTH else None)
+        if room is not None and n_frames * 8 > room:
+            raise fail(f"claims {n_frames:,} frames but the whole file ({room:,} bytes) is too small to hold "
+                       "that many compressed frames")
+        return n_frames
+    if length is None:
+        return n_frames
+    if file_size is not None:
+        length = min(length, file_size)   # a file cut short holds less than its element says
+    bits = float_bits or (bits_allocated if bits_allocated in (1, 8, 16, 32, 64) else 1)
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    per_pixel = 2 if photometric == "YBR_FULL_422" else samples   # 4:2:2 stores two values per pixel
+    expected = (rows * cols * per_pixel * n_frames * bits + 7) // 8
+    if length < expected:
+        what = f"{n_frames:,} frame{'s' if n_frames != 1 else ''} of " if n_frames != 1 else ""
+        raise fail(f"header claims {what}{rows} x {cols} pixels ({expected:,} bytes of pixel data) but the file "
+                   f"holds {length:,} bytes of pixel data")
+    return n_frames
+
+
+def _planes(ds, n_frames: int) -> List[Tuple[ImagePlane, Optional[int]]]:
     """(plane, frame index or None) of every image in the file; raises ValueError on missing geometry."""
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     if rows < 1 or cols < 1:
         raise ValueError("no Rows/Columns")
-    n_frames = int(ds.get("NumberOfFrames") or 1)
-    out = []
     multi = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds
-    for f in range(n_frames):
+
+    def plane_of(f: int) -> ImagePlane:
         if multi:
             ipp = _functional(ds, f, "PlanePositionSequence", "ImagePositionPatient")
             iop = _functional(ds, f, "PlaneOrientationSequence", "ImageOrientationPatient")
@@ -242,11 +333,15 @@ def _planes(ds) -> List[Tuple[ImagePlane, Optional[int]]]:
             raise ValueError(f"no {', '.join(missing)}")
         try:
             iop = [float(v) for v in iop]
-            plane = ImagePlane.make([float(v) for v in ipp], iop[:3], iop[3:6], [float(v) for v in ps], (rows, cols))
+            return ImagePlane.make([float(v) for v in ipp], iop[:3], iop[3:6], [float(v) for v in ps], (rows, cols))
         except (TypeError, ValueError, IndexError) as e:
             raise ValueError(f"unusable geometry tags ({e})") from None
-        out.append((plane, f if multi or n_frames > 1 else None))
-    return out
+
+    if multi:
+        return [(plane_of(f), f) for f in range(n_frames)]
+    # Classic images carry one position: every frame of a classic multi-frame file lies on the same plane.
+    plane = plane_of(0)
+    return [(plane, f if n_frames > 1 else None) for f in range(n_frames)]
 
 
 def _decode_error(ds, e: Exception) -> str:
@@ -396,23 +491,45 @@ def _assemble(headers, patient: str, notes: List[str], clean) -> Study:
     for series_uid, _ in groups:
         echoes[series_uid] += 1
     stacks: List[Stack] = []
+    rejected: List[StudyError] = []
     cache: Dict[int, np.ndarray] = {}
     for (series_uid, te), members in groups.items():
         first = members[0][1]
         label = _series_label(first) + (f" echo TE {te:g} ms" if echoes[series_uid] > 1 and te is not None else "")
-        refs, bad = [], []
+        refs, bad, refused = [], [], []
         for name, ds in members:
             try:
-                planes = _planes(ds)
+                planes = _planes(ds, _frame_count(ds, patient, name))
+            except StudyError as e:
+                refused.append(e)
+                continue
             except ValueError as e:
                 bad.append(f"{name}: {e}")
+                rejected.append(StudyError(str(e), patient=patient, path=name))
                 continue
             for plane, frame in planes:
                 refs.append(SliceRef(plane, _pixel_reader(ds, frame, patient, name, clean, cache),
                                      name + (f" frame {frame + 1}" if frame is not None else "")))
         if bad:
             notes.append(f"{label}: {len(bad)} file(s) without usable geometry ignored ({'; '.join(bad[:3])})")
+        if refused:
+            notes.append(f"{label}: {len(refused)} file(s) whose header claims more pixel data than they hold or "
+                         "than the limits allow ignored (" + "; ".join(f"{e.path}: {e.problem}" for e in refused[:3])
+                         + ")")
+            rejected.extend(refused)
         if refs:
             stacks.extend(make_stacks(label, refs, _sequence_info(first),
                                       str(first.get("FrameOfReferenceUID", "") or "")))
-    return assemble_study(patient, stacks, notes, provenance, clean)
+    if not rejected:
+        return assemble_study(patient, stacks, notes, provenance, clean)
+    first_bad = rejected[0]
+    more = f" (and {len(rejected) - 1} other file(s) set aside)" if len(rejected) > 1 else ""
+    if not stacks:
+        # Every image was set aside: the patient's error is the first file's, naming it and its problem.
+        raise StudyError(first_bad.problem + more, patient=patient, path=first_bad.path)
+    try:
+        return assemble_study(patient, stacks, notes, provenance, clean)
+    except StudyError as e:
+        # The files set aside may be why too few slices were left: say so in the patient's error.
+        raise StudyError(f"{e.problem}; set aside: {first_bad.path}: {first_bad.problem}{more}", patient=patient,
+                         path=e.path) from None

@@ -28,6 +28,12 @@ PARASAGITTAL_OFFSET_MM = 3.0
 # The challenge axials (and the phantom's) are centred on the neck, so the canal sits above the image
 # centre: the centre lies this far posterior of the vertebral body's centre.
 AXIAL_CENTRE_POSTERIOR_MM = 16.0
+# Sane limits on what a header may claim. Patient coordinates are millimetres from a point near the
+# scanner's isocentre: a position farther than 100 m is a corrupt tag, and beyond about 1e15 mm adding a
+# slice gap of a few mm no longer changes a float, so slice order and spacing would be meaningless.
+MAX_POSITION_MM = 100_000.0
+# No MR pixel is smaller than a micrometre or larger than a metre.
+PIXEL_SPACING_RANGE_MM = (1e-3, 1e3)
 # A plane whose normal is within 45 degrees of a patient axis is called by that axis.
 _ORIENTATION_MIN_COS = float(np.cos(np.deg2rad(45.0)))
 
@@ -74,12 +80,20 @@ class ImagePlane:
         sp = tuple(float(s) for s in spacing_mm)
         if len(sp) != 2 or not all(np.isfinite(s) and s > 0 for s in sp):
             raise ValueError(f"pixel spacing {spacing_mm} is not two positive numbers")
+        lo, hi = PIXEL_SPACING_RANGE_MM
+        if not all(lo <= s <= hi for s in sp):
+            raise ValueError(f"pixel spacing ({sp[0]:g}, {sp[1]:g}) mm is outside the plausible range "
+                             f"{lo:g} to {hi:g} mm")
         rows, cols = (int(n) for n in shape)
         if rows < 1 or cols < 1:
             raise ValueError(f"image shape {shape} is empty")
         p = np.asarray(first_pixel_mm, float)
         if p.shape != (3,) or not np.isfinite(p).all():
             raise ValueError(f"image position {first_pixel_mm} is not three finite numbers")
+        if float(np.abs(p).max()) > MAX_POSITION_MM:
+            raise ValueError(f"image position ({p[0]:g}, {p[1]:g}, {p[2]:g}) mm lies implausibly far from the "
+                             f"scanner's origin (more than {MAX_POSITION_MM / 1000:g} m); the position tag "
+                             "is corrupt")
         return ImagePlane(_vec(p), _vec(r), _vec(d), sp, (rows, cols))
 
     @property

@@ -225,6 +225,10 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
     offs = {MID_SAGITTAL_SLICE: 0.0}
     for s, sign in ((SAGITTAL_SLICES[0], -1), (SAGITTAL_SLICES[-1], 1)):
         side = [k for k in range(n) if (pos[k] - pos[m]) * sign > 0]
+        if not side:   # only where positions are so far apart that their midpoint cannot be told apart
+            raise ValueError(f"{stack.label}: no slice lies on the patient's {'right' if sign < 0 else 'left'} "
+                             f"of the mid slice (positions {pos[0]:g} to {pos[-1]:g} mm along the normal); "
+                             "the slice positions are implausible")
         k = min(side, key=lambda k: abs(pos[k] - pos[m] - sign * PARASAGITTAL_OFFSET_MM))
         idx[s] = k
         offs[s] = float(pos[k] - pos[m])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pydicom
 import pytest
 
 from dicom_factory import (
-    MARKERS, SeriesSpec, assert_private, phantom_case, shift_px, study_texts, uid, write_challenge_layout,
+    MARKERS, SeriesSpec, Slice, assert_private, phantom_case, shift_px, study_texts, uid, write_challenge_layout,
     write_enhanced, write_study,
 )
 from study.dicom import Scrubber, hashed_study_id
@@ -241,3 +242,111 @@ def test_enhanced_multiframe_series(tmp_path, case):
         assert np.allclose(study.sagittal[s], plain.sagittal[s], atol=1e-5)
     assert "TE 100 ms" in study.sources["sag/6"] or "TE 100 ms" in " ".join(study.provenance)
     assert "frame" in study.sources["sag/6"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Headers that claim what the file cannot hold
+# ------------------------------------------------------------------------------------------------
+def tiny_sagittal(folder: Path) -> list:
+    """A small valid sagittal T2 series (5 slices of 64x64, 3 mm apart) written flat; its files in slice order."""
+    rng = np.random.default_rng(0)
+    slices = [Slice(rng.random((64, 64)).astype(np.float32), np.array([x, -100.0, 150.0]), np.array([0, 1.0, 0]),
+                    np.array([0, 0, -1.0]), (3.5, 3.5)) for x in (-6.0, -3.0, 0.0, 3.0, 6.0)]
+    return write_study(folder, [SeriesSpec(slices, 3, "T2_SAG")], nested=False).files[3]
+
+
+def set_tags(path: Path, **values) -> None:
+    ds = pydicom.dcmread(path)
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_huge_frame_claim_is_refused_before_any_per_frame_work(tmp_path):
+    # A 9 kB file claiming 100 000 frames used to hold the loader for 40-50 s (a plane and a reader per
+    # claimed frame) and then load with "99999 slice(s) repeat a position".
+    files = tiny_sagittal(tmp_path / "p")
+    set_tags(files[0], NumberOfFrames=100_000)
+    assert files[0].stat().st_size < 10_000
+    start = time.perf_counter()
+    study = load_one(tmp_path / "p")
+    assert time.perf_counter() - start < 5.0
+    text = " ".join(study.warnings)
+    assert files[0].name in text and "claims 100,000 frames" in text and "repeat a position" not in text
+    assert study.sources["sag/6"].endswith("+0.0 mm)")   # the other four slices are read as before
+
+
+def test_frame_claim_beyond_the_pixel_data_names_file_and_sizes(tmp_path):
+    files = tiny_sagittal(tmp_path / "p")
+    for f in files:
+        set_tags(f, NumberOfFrames=3)   # 64x64 16-bit: 8192 bytes stored, 3 frames need 24576
+    with pytest.raises(StudyError) as err:
+        load_one(tmp_path / "p")
+    e = err.value
+    assert e.patient == "p" and e.path in {f.name for f in files}
+    assert "3 frames of 64 x 64 pixels (24,576 bytes of pixel data)" in e.problem and "holds 8,192 bytes" in e.problem
+    assert "4 other file(s) set aside" in e.problem
+
+
+def test_enhanced_file_claiming_more_frames_than_stored(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    path = write_enhanced(tmp_path / "mf" / "IMG0001", sag)
+    set_tags(path, NumberOfFrames=2_000)
+    with pytest.raises(StudyError) as err:
+        load_one(tmp_path / "mf")
+    assert err.value.path == "IMG0001" and "2,000 frames" in err.value.problem and "bytes" in err.value.problem
+    assert_private(str(err.value))
+
+
+def test_compressed_file_claiming_more_frames_than_it_can_hold(tmp_path):
+    _, specs, _ = phantom_case(transfer_syntax="rle")
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = sag.slices[2:5]
+    written = write_study(tmp_path / "rle", [sag], nested=False)
+    target = written.files[3][1]
+    set_tags(target, NumberOfFrames=4_000)   # under the frame limit, but 4000 fragments need 32 kB of items
+    size = target.stat().st_size
+    assert size < 4_000 * 8
+    with pytest.raises(StudyError) as err:
+        load_one(tmp_path / "rle")
+    # Two slices are left, too few: the error says why, naming the file set aside.
+    assert f"set aside: {target.name}: claims 4,000 frames but the whole file ({size:,} bytes)" in err.value.problem
+
+
+def test_rows_columns_bomb_is_refused(tmp_path):
+    files = tiny_sagittal(tmp_path / "p")
+    set_tags(files[2], Rows=60_000, Columns=60_000)
+    study = load_one(tmp_path / "p")
+    text = " ".join(study.warnings)
+    assert files[2].name in text and "60000 x 60000 pixels per frame, above the 50 MP limit" in text
+
+
+@pytest.mark.parametrize("where", ["one", "all"])
+def test_extreme_image_position_is_a_clear_error(tmp_path, where):
+    # Used to surface as "min() arg is an empty sequence": the middle of 1e300 and 6 mm cannot be told apart
+    # from either end, so no slice was found on one side of the mid slice.
+    files = tiny_sagittal(tmp_path / "p")
+    for f in files if where == "all" else files[-1:]:
+        ds = pydicom.dcmread(f)
+        set_tags(f, ImagePositionPatient=[1e300, *[float(v) for v in ds.ImagePositionPatient[1:]]])
+    if where == "one":   # the file is set aside with a warning naming it; the other four are read
+        study = load_one(tmp_path / "p")
+        text = " ".join(study.warnings)
+        assert files[-1].name in text and "image position (1e+300, -100, 150) mm lies implausibly far" in text
+        return
+    with pytest.raises(StudyError) as err:
+        load_one(tmp_path / "p")
+    e = err.value
+    assert "min() arg" not in str(e)
+    assert e.path in {f.name for f in files} and "implausibly far from the scanner's origin" in e.problem
+
+
+def test_midpoint_that_cannot_be_told_apart_from_the_ends(tmp_path):
+    # The last guard, below the position limit: positions too far apart for their midpoint to fall between.
+    from study.series import Stack, choose_sagittal_slices
+
+    stack = Stack("series 9", "sagittal", np.array([1.0, 0, 0]), [None] * 4, np.array([-6.0, -3.0, 0.0, 1e300]))
+    with pytest.raises(ValueError, match="no slice lies on the patient's right of the mid slice"):
+        choose_sagittal_slices(stack)
+
