@@ -141,6 +141,9 @@ def _review_reasons(boxes, curve, study) -> tuple:
     reasons.extend(f"curve: {w}" for w in curve.warnings)
     if study.missing_axial:
         reasons.append(f"no axial image at {', '.join(study.missing_axial)} (graded from sagittal only)")
+    if study.blank_images:
+        reasons.append(f"image(s) with the same value in every pixel, which show nothing: "
+                       f"{', '.join(study.blank_images)}")
     return tuple(reasons)
 
 
@@ -190,12 +193,10 @@ def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: st
     from fusion.model import level_features, predict as assess_curve
     from report.draw import patient_pictures
     from report.patient import PatientReport
-    from study.levels import MID_SAGITTAL_SLICE
 
     with clock("fusion"):
         extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
-        mid_boxes = {lv: lb.box for lv, lb in boxes.vertebrae[MID_SAGITTAL_SLICE].items()}
-        extra.update(image_features(study.mid_sagittal, mid_boxes))
+        extra.update(image_features(study.sagittal, boxes.as_patient_boxes().boxes))
         curve = assess_curve(models.fusion, boxes.as_patient_boxes(), extra, study.sagittal_spacing_mm)
     report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
                            _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance))

@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 import numpy as np
 
 from study.challenge import PatientLabels, read_box_file, read_labels
-from study.levels import ALIGNMENT_SCORED_CLASS, MID_SAGITTAL_SLICE
+from study.levels import ALIGNMENT_SCORED_CLASS, SAGITTAL_SLICES
 from study.splits import split_key
 
 from .image_features import image_features
@@ -29,11 +29,16 @@ PathLike = Union[str, Path]
 REQUIRED = ("image_posterior_step_max",)
 
 
-def load_mid_sagittal(patient_dir: Path) -> np.ndarray:
-    """The mid-sagittal PNG of a challenge-layout patient folder as float in [0, 1]."""
+def load_sagittal(patient_dir: Path) -> Dict[int, np.ndarray]:
+    """The sagittal PNGs (slices 5, 6, 7 where present) of a challenge-layout patient folder, float in [0, 1]."""
     from PIL import Image
-    with Image.open(patient_dir / "sag" / f"{MID_SAGITTAL_SLICE}.png") as im:
-        return np.asarray(im.convert("L"), dtype=float) / 255.0
+    out = {}
+    for s in SAGITTAL_SLICES:
+        path = patient_dir / "sag" / f"{s}.png"
+        if path.is_file():
+            with Image.open(path) as im:
+                out[s] = np.asarray(im.convert("L"), dtype=float) / 255.0
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +63,7 @@ def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
         patients = [p for p in read_box_file(folder / boxes_name).patients
                     if p.patient_id in labels and split_key(p.patient_id) not in exclude
                     and (only is None or split_key(p.patient_id) in only) and (folder / p.patient_id).is_dir()]
-        img = {p.patient_id: image_features(load_mid_sagittal(folder / p.patient_id), p.boxes[MID_SAGITTAL_SLICE])
-               for p in patients}
+        img = {p.patient_id: image_features(load_sagittal(folder / p.patient_id), p.boxes) for p in patients}
         pids, prow, _ = feature_rows(patients, extra=img)
         ids += pids
         rows += prow

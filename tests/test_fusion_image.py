@@ -39,11 +39,29 @@ def draw_t2(boxes, pad=3.0, seed=0, noise=0.02) -> np.ndarray:
     return img + np.random.default_rng(seed).normal(0, noise, img.shape)
 
 
+def mid(image, boxes):
+    """image_features of the mid-sagittal slice alone."""
+    return image_features({MID_SAGITTAL_SLICE: image}, {MID_SAGITTAL_SLICE: boxes})
+
+
+def test_step_is_the_median_over_slices():
+    """A listhesis shows on all three slices; an edge artefact on one slice does not make a step."""
+    boxes = column(arc(5))
+    drawn = column(arc(5), shift_from=VERTEBRAE.index("C5"), shift_px=4.0)
+    clean, stepped = draw_t2(boxes, seed=1), draw_t2(drawn, seed=2)
+    one_off = image_features({5: stepped, 6: clean, 7: clean}, {s: boxes for s in (5, 6, 7)})
+    assert one_off["image_posterior_step_max"] < 0.1 and one_off["image_step_slices"] == 3
+    all_three = image_features({s: draw_t2(drawn, seed=s) for s in (5, 6, 7)}, {s: boxes for s in (5, 6, 7)})
+    assert all_three["image_posterior_step_C4-5"] == pytest.approx(4.0 / (2 * HALF_DEPTH), abs=0.08)
+    with pytest.raises(ValueError, match="no sagittal slice"):
+        image_features({5: clean}, {6: boxes})
+
+
 def test_aligned_column_has_no_step():
     straight = column()
-    assert image_features(draw_t2(straight), straight)["image_posterior_step_max"] < 0.03
+    assert mid(draw_t2(straight), straight)["image_posterior_step_max"] < 0.03
     boxes = column(arc(5))
-    f = image_features(draw_t2(boxes), boxes)
+    f = mid(draw_t2(boxes), boxes)
     assert list(f.keys()) == image_feature_names()
     # a smooth bow leaks a little into the end discs (one neighbour to compare with), far below a step
     assert f["image_posterior_step_max"] < 0.1
@@ -56,7 +74,7 @@ def test_listhesis_step_found_at_its_disc():
     drawn = column(arc(5), shift_from=VERTEBRAE.index("C5"), shift_px=shift)
     # the boxes handed in do NOT show the step (as for real boxes): only the image carries it
     boxes = column(arc(5))
-    f = image_features(draw_t2(drawn), boxes)
+    f = mid(draw_t2(drawn), boxes)
     depth = 2 * HALF_DEPTH
     steps = {d: f[f"image_posterior_step_{d}"] for d in ("C2-3", "C3-4", "C4-5", "C5-6", "C6-7")}
     assert max(steps, key=lambda d: abs(steps[d])) == "C4-5"
@@ -66,19 +84,19 @@ def test_listhesis_step_found_at_its_disc():
 
 def test_featureless_image_gives_nan_not_crash():
     boxes = column()
-    f = image_features(np.zeros((224, 224)), boxes)
+    f = mid(np.zeros((224, 224)), boxes)
     assert math.isnan(f["image_posterior_step_max"])
 
 
 def test_rejects_non_2d_image():
     with pytest.raises(ValueError, match="2-D"):
-        image_features(np.zeros((3, 224, 224)), column())
+        mid(np.zeros((3, 224, 224)), column())
 
 
 @pytest.mark.skipif(not (ROOT / "synth" / "cli.py").is_file(), reason="phantom generator synth/ not present")
 def test_phantom_end_to_end(tmp_path):
     """Phantoms -> image features on their mid slice -> geometry command on their boxes."""
-    from fusion.image_alignment import load_mid_sagittal
+    from fusion.image_alignment import load_sagittal
     out = tmp_path / "ph"
     r = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "synth", "--out", str(out), "--n", "3",
                         "--seed", "5"], capture_output=True, text=True, timeout=300)
@@ -86,8 +104,9 @@ def test_phantom_end_to_end(tmp_path):
     contents = read_box_file(out / "boxes.json")
     assert len(contents.patients) == 3
     for p in contents.patients:
-        f = image_features(load_mid_sagittal(out / p.patient_id), p.boxes[MID_SAGITTAL_SLICE])
+        f = image_features(load_sagittal(out / p.patient_id), p.boxes)
         assert math.isfinite(f["image_posterior_step_max"]) and f["image_wall_contrast"] > 0
+        assert f["image_step_slices"] == 3
     r = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "geometry", "--boxes", str(out / "boxes.json"),
                         "--out", str(tmp_path / "g.json")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
