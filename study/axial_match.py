@@ -143,9 +143,14 @@ def _attach(study: Study, level_boxes) -> Study:
     geometry = dict(study.axial_geometry)
     sources = dict(study.sources)
     provenance = list(study.provenance)
+    blank = list(study.blank_images)
     for p, m in matches.items():
         axial[p], geometry[p] = axial_view(slices[m.slice_index], points[p])
         sources[f"tra/{p}"] = f"{m.label}, {m.distance_mm:.1f} mm from the level centre"
+        if Study.is_blank(slices[m.slice_index].pixels) or Study.is_blank(axial[p]):
+            blank.append(f"tra/{p}")
+            notes.append(f"tra/{p} ({m.label}): all pixels have the same value around the level; the image "
+                         "carries no information")
         provenance.append(f"axial {p}: {m.label}, {m.distance_mm:.1f} mm from the level centre, "
                           f"{m.tilt_deg:.0f} deg from the column's axis")
     used = {m.slice_index for m in matches.values()}
@@ -153,4 +158,4 @@ def _attach(study: Study, level_boxes) -> Study:
         provenance.append(f"axial: {len(slices) - len(used)} of {len(slices)} slices matched no level")
     return dataclasses.replace(study, axial=axial, axial_geometry=geometry, sources=sources,
                                provenance=tuple(provenance), warnings=tuple(study.warnings) + tuple(notes),
-                               pending_axial=())
+                               blank_images=tuple(blank), pending_axial=())

@@ -172,12 +172,13 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> Stud
     sagittal: Dict[int, np.ndarray] = {}
     axial: Dict[str, np.ndarray] = {}
     sources: Dict[str, str] = {}
+    blank: List[str] = []   # read, but every pixel has one value (read_image has said so in a note)
 
     def finish() -> StudyReport:
         study = None
         if not errors:
             study = Study(patient_id=pid, sagittal=sagittal, axial=axial, sources=sources,
-                          warnings=tuple(notes))
+                          warnings=tuple(notes), blank_images=tuple(blank))
         return StudyReport(pid, patient_dir, study, tuple(errors), tuple(notes), len(sagittal), len(axial))
 
     def error(message: str, path: Path) -> None:
@@ -252,6 +253,8 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> Stud
                     continue
                 sagittal[s] = image
                 sources[f"{SAGITTAL_DIR}/{s}"] = str(path)
+                if Study.is_blank(image):
+                    blank.append(f"{SAGITTAL_DIR}/{s}")
                 notes.extend(image_notes)
             _note_unexpected(sag_entries, used, sag_dir, rel, notes)
 
@@ -289,6 +292,8 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> Stud
                     continue
                 axial[position] = image
                 sources[f"{AXIAL_DIR}/{position}"] = str(path)
+                if Study.is_blank(image):
+                    blank.append(f"{AXIAL_DIR}/{position}")
                 notes.extend(image_notes)
             _note_unexpected(tra_entries, used, tra_dir, rel, notes)
     return finish()

@@ -239,9 +239,10 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
 
 
 def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], Dict[str, str], ImagePlane,
-                                                          List[str]]:
+                                                          List[str], Tuple[str, ...]]:
     """Slices 5/6/7 on the model grid (1.25 mm/px, anterior left, superior up, centred on the mid slice's
-    field of view), their sources, the mid image's plane, and notes. Raises StudyError."""
+    field of view), their sources, the mid image's plane, notes, and which slices show one value throughout
+    their field of view ("sag/5" ...). Raises StudyError."""
     try:
         choice = choose_sagittal_slices(stack)
     except ValueError as e:
@@ -260,11 +261,15 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
                                f"({ref.name}, {choice.offsets_mm[s]:+.1f} mm)")
     unit, _, _ = unit_range([images[s] for s in SAGITTAL_SLICES], [masks[s] for s in SAGITTAL_SLICES])
     notes = list(choice.notes)
+    blank = tuple(f"sag/{s}" for s, image in zip(SAGITTAL_SLICES, unit) if Study.is_blank(image[masks[s]]))
+    for key in blank:
+        notes.append(f"{key} ({sources[key]}): all pixels in the field of view have the same value; the image "
+                     "carries no information")
     covered = float(masks[MID_SAGITTAL_SLICE].mean())
     if covered < 0.999:
         notes.append(f"{stack.label}: the field of view covers {covered:.0%} of the "
                      f"{SAGITTAL_MM_PER_PX:g} mm/px model grid; the rest is black")
-    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes
+    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes, blank
 
 
 def pending_axials(stacks: Sequence[Stack], clean: Clean) -> Tuple[List[AxialSlice], List[str]]:
@@ -300,7 +305,7 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
             failures.append(clean(f"{st.describe()}: only {len(st.slices)} slice(s), need {MIN_SAGITTAL_SLICES}"))
             continue
         try:
-            sag, sources, plane, sag_notes = sagittal_images(st, patient)
+            sag, sources, plane, sag_notes, blank = sagittal_images(st, patient)
         except StudyError as e:
             failures.append(clean(f"{st.describe()}: {e.problem}"))
             continue
@@ -343,4 +348,5 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
             prov.append(clean(f"not used: {other.describe()} ({other.orientation})"))
     return Study(patient_id=patient, sagittal=sag, axial={}, sagittal_spacing_mm=(SAGITTAL_MM_PER_PX,) * 2,
                  sources={k: clean(v) for k, v in sources.items()}, warnings=tuple(notes),
+                 blank_images=blank,
                  provenance=tuple(prov), sagittal_geometry=plane, pending_axial=tuple(pending))

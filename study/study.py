@@ -30,6 +30,9 @@ class Study:
     # Where each image came from: "sag/5", "tra/C2-3", ... -> path (or series description).
     sources: Mapping[str, str] = field(default_factory=dict)
     warnings: Tuple[str, ...] = ()
+    # Images read whose pixels all have one value (all black, say), keyed as in `sources`: they carry no
+    # information, so the patient is read but flagged for human review (a warning alone is easy to miss).
+    blank_images: Tuple[str, ...] = ()
     # Filled by the DICOM and NIfTI loaders (study.inputs); empty for challenge PNGs.
     # Which series or volumes were used and why (never identifying tag values).
     provenance: Tuple[str, ...] = ()
@@ -56,6 +59,11 @@ class Study:
     def sagittal_stack(self) -> np.ndarray:
         """Slices 5, 6, 7 stacked as (3, H, W)."""
         return np.stack([self.sagittal[s] for s in SAGITTAL_SLICES])
+
+    @staticmethod
+    def is_blank(image: np.ndarray) -> bool:
+        """True when every pixel has the same value: the image shows nothing."""
+        return image.size == 0 or float(np.min(image)) == float(np.max(image))
 
     @property
     def missing_axial(self) -> Tuple[str, ...]:

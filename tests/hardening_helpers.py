@@ -79,6 +79,10 @@ def build_bad_batch(root: Path) -> Path:
     _recode(clone("warn-rgb"), lambda a: Image.fromarray(np.dstack([a, a, a])))
     _recode(clone("warn-512"), lambda a: Image.fromarray(a).resize((512, 512), Image.Resampling.BICUBIC))
     _recode(clone("ood-black"), lambda a: Image.fromarray(np.zeros_like(a)))
+    d = clone("ood-black-axial")   # one axial image all black: the rest of the patient is fine
+    Image.fromarray(np.zeros((224, 224), np.uint8)).save(d / "tra" / "4-5.png")
+    d = clone("ood-flat-sag")      # one parasagittal slice a single grey value
+    Image.fromarray(np.full((224, 224), 128, np.uint8)).save(d / "sag" / "5.png")
     rng = np.random.default_rng(0)
     d = clone("ood-noise")   # sagittal slices of noise: not a spine
     for f in sorted((d / "sag").glob("*.png")):

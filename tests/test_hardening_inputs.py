@@ -17,8 +17,8 @@ from hardening_helpers import GOOD, NON_UTF8_ID, ODD_NAME, SOURCE, UNREADABLE
 
 FAILED = {"bad-missing-sag", "bad-empty", "bad-not-png", "bad-truncated", "bad-bomb", "bad-link-loop",
           "zz-link-loop", UNREADABLE[0]}
-READ = set(GOOD) | {"bad-missing-axial", "warn-16bit", "warn-rgb", "warn-512", "ood-black", "ood-noise", "ood-cut",
-                    "ood-gap", ODD_NAME, NON_UTF8_ID}
+READ = set(GOOD) | {"bad-missing-axial", "warn-16bit", "warn-rgb", "warn-512", "ood-black", "ood-black-axial",
+                    "ood-flat-sag", "ood-noise", "ood-cut", "ood-gap", ODD_NAME, NON_UTF8_ID}
 
 
 @pytest.fixture(scope="module")
@@ -173,6 +173,16 @@ def test_image_that_is_not_a_spine_is_flagged_for_review(run, pid, reason):
     assert f'<section class="patient review" id="p-{pid}">' in run.html
     if pid == "ood-black":
         assert sum("carries no information" in w for w in rep["warnings"]) == 14
+
+
+@pytest.mark.parametrize("pid, image", [("ood-black-axial", "tra/C4-5"), ("ood-flat-sag", "sag/5")])
+def test_one_image_of_a_single_value_is_flagged_for_review(run, pid, image):
+    # It used to give a warning only; the patient is read (every other image is fine) but flagged.
+    rep = run.report(pid)
+    assert any("same value" in w for w in rep["warnings"])
+    assert rep["needs_review"] and any("same value in every pixel" in r and image in r
+                                       for r in rep["review_reasons"]), rep["review_reasons"]
+    assert f'<section class="patient review" id="p-{pid}">' in run.html
 
 
 def test_every_output_file_is_valid(run):

@@ -74,6 +74,22 @@ def test_attach_axials_gives_the_model_view(written):
     assert_private(*study_texts(study))
 
 
+def test_blank_axial_slice_is_marked_for_review(tmp_path, written):
+    import pydicom
+
+    ph, w, _, boxes = written
+    _, specs, _ = phantom_case()
+    w2 = write_study(tmp_path / "p", [sp for sp in specs if sp.number in (3, 4)])
+    target = next(f for f, pos in w2.aimed.items() if pos == "C4-5")
+    ds = pydicom.dcmread(target)
+    ds.PixelData = np.zeros((int(ds.Rows), int(ds.Columns)), np.uint16).tobytes()
+    ds.save_as(target, enforce_file_format=True)
+    study = attach_axials(load_one(tmp_path / "p"), boxes)
+    assert study.blank_images == ("tra/C4-5",)
+    assert any(x.startswith("tra/C4-5 (series 4") and "same value" in x for x in study.warnings)
+    assert attach_axials(load_one(tmp_path / "p"), boxes).axial["C4"].std() > 0   # the others are images
+
+
 def test_any_in_plane_orientation_gives_the_same_axials(tmp_path, written):
     _, _, root, boxes = written
     _, specs, _ = phantom_case(ax_layout="flipped")

@@ -342,6 +342,18 @@ def test_extreme_image_position_is_a_clear_error(tmp_path, where):
     assert e.path in {f.name for f in files} and "implausibly far from the scanner's origin" in e.problem
 
 
+def test_constant_sagittal_slice_is_marked_blank(tmp_path):
+    files = tiny_sagittal(tmp_path / "p")
+    ds = pydicom.dcmread(files[2])   # the mid slice
+    ds.PixelData = np.full((64, 64), 500, np.uint16).tobytes()
+    ds.save_as(files[2], enforce_file_format=True)
+    study = load_one(tmp_path / "p")
+    assert study.blank_images == ("sag/6",)
+    assert any(w.startswith("sag/6 (series 3 'T2_SAG'") and "same value" in w for w in study.warnings)
+    tiny_sagittal(tmp_path / "q")   # black outside the field of view is not a blank image
+    assert load_one(tmp_path / "q").blank_images == ()
+
+
 def test_midpoint_that_cannot_be_told_apart_from_the_ends(tmp_path):
     # The last guard, below the position limit: positions too far apart for their midpoint to fall between.
     from study.series import Stack, choose_sagittal_slices

@@ -157,6 +157,7 @@ def test_constant_image_is_usable_but_warns(patient_dir):
     study = load_study(patient_dir)
     assert np.allclose(study.axial["C5"], 17 / 255.0)
     assert any("tra/5.png" in w and "same value" in w for w in study.warnings)
+    assert study.blank_images == ("tra/C5",)   # pipeline.py flags the patient for review with it
 
 
 def test_constant_sixteen_bit_image_becomes_zeros(patient_dir):
@@ -164,6 +165,14 @@ def test_constant_sixteen_bit_image_becomes_zeros(patient_dir):
     study = load_study(patient_dir)
     assert_unit_image(study.sagittal[5])
     assert not study.sagittal[5].any()
+    assert study.blank_images == ("sag/5",)
+
+
+def test_images_with_contrast_are_not_blank(patient_dir):
+    img = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    img[100, 100] = 1   # one pixel differs: nearly black, but not one value everywhere
+    write_png(patient_dir / "tra" / "2.png", img)
+    assert load_study(patient_dir).blank_images == ()
 
 
 def test_unexpected_names_in_sag_warn(patient_dir):
