@@ -272,7 +272,7 @@ def load_input(source: InputSource, require_all_axial: bool = False) -> Study:
     require_all_axial applies to the challenge layout only (see study.loader.load_study).
     """
     if source.kind == CHALLENGE:
-        return load_study(source.path, require_all_axial=require_all_axial)
+        return load_study(source.path, require_all_axial=require_all_axial, root=source.root)
     try:
         if source.kind == DICOM:
             from .dicom import load_dicom_study

@@ -121,13 +121,14 @@ def find_patients(root: PathLike) -> List[Path]:
 # Loading one patient
 # ----------------------------------------------------------------------------------------------
 
-def load_study(patient_dir: PathLike, require_all_axial: bool = True) -> Study:
+def load_study(patient_dir: PathLike, require_all_axial: bool = True, root: Optional[PathLike] = None) -> Study:
     """Load one challenge-layout patient; raises one StudyError naming the patient and the file.
 
     With require_all_axial=False a missing or unusable axial image only warns and its position is
-    left out of Study.axial; missing or unusable sagittal slices are always errors.
+    left out of Study.axial; missing or unusable sagittal slices are always errors. With `root` (the
+    input folder), file names in Study.sources and in errors are relative to it (see inspect_study).
     """
-    report = inspect_study(patient_dir, require_all_axial)
+    report = inspect_study(patient_dir, require_all_axial, root)
     if report.study is None:
         first = report.errors[0]
         more = len(report.errors) - 1
@@ -163,8 +164,14 @@ def _load_each(patients: Sequence[Path], require_all_axial: bool
                                           patient=patient_id_of(patient_dir), path=patient_dir)
 
 
-def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> StudyReport:
-    """Check one patient folder and load what it can; never raises StudyError (errors are collected)."""
+def inspect_study(patient_dir: PathLike, require_all_axial: bool = True,
+                  root: Optional[PathLike] = None) -> StudyReport:
+    """Check one patient folder and load what it can; never raises StudyError (errors are collected).
+
+    With `root` (the input folder the patient was found under) every file name in Study.sources and in the
+    errors is relative to it, as the DICOM loader's are: reports and errors.json then carry nothing of the
+    folders above the input (whose names may identify someone). Without it they are the paths as given.
+    """
     patient_dir = Path(patient_dir)
     pid = patient_id_of(patient_dir)
     errors: List[StudyError] = []
@@ -174,12 +181,26 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True) -> Stud
     sources: Dict[str, str] = {}
     blank: List[str] = []   # read, but every pixel has one value (read_image has said so in a note)
 
+    def shown(path: Path) -> str:
+        if root is None:
+            return str(path)
+        for base in (Path(root), patient_dir.parent):
+            try:
+                rel = path.relative_to(base).as_posix()
+            except ValueError:
+                continue
+            return pid if rel == "." else rel
+        return path.name
+
     def finish() -> StudyReport:
         study = None
         if not errors:
-            study = Study(patient_id=pid, sagittal=sagittal, axial=axial, sources=sources,
-                          warnings=tuple(notes), blank_images=tuple(blank))
-        return StudyReport(pid, patient_dir, study, tuple(errors), tuple(notes), len(sagittal), len(axial))
+            study = Study(patient_id=pid, sagittal=sagittal, axial=axial,
+                          sources={k: shown(Path(v)) for k, v in sources.items()}, warnings=tuple(notes),
+                          blank_images=tuple(blank))
+        shown_errors = tuple(e if e.path is None or root is None else
+                             StudyError(e.problem, patient=e.patient, path=shown(Path(e.path))) for e in errors)
+        return StudyReport(pid, patient_dir, study, shown_errors, tuple(notes), len(sagittal), len(axial))
 
     def error(message: str, path: Path) -> None:
         errors.append(StudyError(message, patient=pid, path=path))

@@ -58,9 +58,8 @@ def test_good_patients_are_identical_to_a_clean_run(run, examples_run):
     assert examples_run.exit_code == 0
     for pid in GOOD:
         assert run.predictions[pid] == examples_run.predictions[pid]
-        got, clean = run.report(pid), examples_run.report(pid)
-        got.pop("inputs"), clean.pop("inputs")        # absolute paths of the two input folders
-        assert got == clean, pid
+        # inputs included: file names are relative to each run's --input folder, so the two agree.
+        assert run.report(pid) == examples_run.report(pid), pid
     assert [p for p in run.order if p in GOOD] == list(GOOD)   # input order kept
 
 
@@ -183,6 +182,17 @@ def test_one_image_of_a_single_value_is_flagged_for_review(run, pid, image):
     assert rep["needs_review"] and any("same value in every pixel" in r and image in r
                                        for r in rep["review_reasons"]), rep["review_reasons"]
     assert f'<section class="patient review" id="p-{pid}">' in run.html
+
+
+def test_no_output_names_a_folder_above_the_input(run):
+    # reports/{id}.json "inputs" and errors.json used to hold absolute paths: a parent folder named after
+    # the patient would leak. File names are now relative to --input (run.json records --input itself).
+    above = str(run.root.parent)
+    assert run.report(SOURCE)["inputs"]["sag/6"] == f"{SOURCE}/sag/6.png"
+    assert run.errors["bad-missing-sag"].startswith("patient bad-missing-sag, file bad-missing-sag/sag/6.png:")
+    for f in run.out.rglob("*"):
+        if f.is_file() and f.name != "run.json":
+            assert above.encode() not in f.read_bytes(), f.relative_to(run.out)
 
 
 def test_every_output_file_is_valid(run):

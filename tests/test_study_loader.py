@@ -77,6 +77,25 @@ def test_valid_patient_loads_every_image(patient_dir):
     assert study.sources["tra/C2-3"] == str(patient_dir / "tra" / "2-3.png")
 
 
+def test_file_names_relative_to_the_input_folder(tmp_path):
+    # What reports (Study.sources) and errors.json carry: nothing of the folders above --input, whose names
+    # may identify the patient, as the DICOM loader's names are relative to it.
+    from study.inputs import load_inputs
+
+    batch = tmp_path / "Doe_Jane_1901-02-03" / "batch"
+    write_challenge_patient(batch / "p1")
+    write_challenge_patient(batch / "p2", skip=("sag/6.png",))
+    (batch / "p3").mkdir()
+    got = {s.patient_id: r for s, r in load_inputs(batch)}
+    assert got["p1"].sources["sag/6"] == "p1/sag/6.png" and got["p1"].sources["tra/C2-3"] == "p1/tra/2-3.png"
+    assert str(got["p2"]) == "patient p2, file p2/sag/6.png: missing sagittal slice 6"
+    assert got["p3"].path == "p3"
+    [(_, single)] = list(load_inputs(batch / "p1"))   # one patient given as --input
+    assert single.sources["sag/6"] == "sag/6.png"
+    for text in (*got["p1"].sources.values(), *single.sources.values(), str(got["p2"]), str(got["p3"])):
+        assert "Doe_Jane" not in text and str(tmp_path) not in text
+
+
 def test_eight_bit_is_divided_by_255_exactly(patient_dir):
     pixels = noise(seed=7)
     write_png(patient_dir / "sag" / "6.png", pixels)
