@@ -438,8 +438,8 @@ def load_dicom_study(files: Sequence[PathLike], patient: str, base: Optional[Pat
         notes.append(f"{len(unreadable)} file(s) not readable as DICOM, ignored: {', '.join(unreadable[:5])}"
                      + (" ..." if len(unreadable) > 5 else ""))
     if not headers:
-        raise StudyError(clean("no readable DICOM file" + (f" ({notes[-1]})" if notes else "")), patient=patient,
-                         path=str(base) if base else None)
+        # The message names the files (relative to base); base itself may lie below identifying folders.
+        raise StudyError(clean("no readable DICOM file" + (f" ({notes[-1]})" if notes else "")), patient=patient)
     by_study: Dict[str, list] = defaultdict(list)
     for name, ds in headers:
         by_study[str(ds.get("StudyInstanceUID", "") or "")].append((name, ds))
@@ -482,7 +482,7 @@ def _assemble(headers, patient: str, notes: List[str], clean) -> Study:
     provenance: List[str] = []
     for (label, reason), names in skipped.items():
         provenance.append(f"ignored: {label} ({len(names)} file{'s' if len(names) != 1 else ''}): {reason}"
-                          + (f" [{names[0]}]" if reason == "no pixel data" else ""))
+                          + (f" [{names[0]}]" if reason == "no pixel data" or reason.startswith("incomplete") else ""))
         # Broken files are worth a warning; localisers and reformats are expected and only recorded.
         if reason == "no pixel data" or reason.startswith("incomplete"):
             what = "without pixel data" if reason == "no pixel data" else reason

@@ -99,12 +99,43 @@ def find_inputs(root: PathLike) -> List[InputSource]:
         # Only the challenge layout (or nothing): the loader finds patients and explains what is wrong.
         return [InputSource(CHALLENGE, patient_id_of(p), p, root=root) for p in find_patients(root)]
 
-    sources: List[InputSource] = [InputSource(CHALLENGE, patient_id_of(p), p, root=root) for p in challenge_dirs]
-    dicom_sources, scrubbers = _dicom_sources(root, dicom_files, nifti_files, bool(challenge_dirs))
-    sources += dicom_sources
-    sources += _nifti_sources(root, nifti_files)
+    dicom_sources, scrubbers, orphans = _dicom_sources(root, dicom_files, nifti_files, bool(challenge_dirs))
+    scans = dicom_sources + _nifti_sources(root, nifti_files)
+    if challenge_dirs:
+        # A folder of patient folders: every entry counts, as in a batch of challenge patients only.
+        challenge_dirs, orphan_sources = _unclaimed_entries(root, challenge_dirs, scans, orphans)
+        scans = dicom_sources + orphan_sources + scans[len(dicom_sources):]
+    elif orphans:
+        log.warning("skipping %d file(s) that are not readable as DICOM", len(orphans))
+    sources = [InputSource(CHALLENGE, patient_id_of(p), p, root=root) for p in challenge_dirs] + scans
     sources = _with_other_files(sources, other, root, scrubbers)
     return _unique_ids(sources)
+
+
+def _unclaimed_entries(root: Path, challenge_dirs: List[Path], scans: List[InputSource], orphans: List[Path]
+                       ) -> Tuple[List[Path], List[InputSource]]:
+    """In a batch that holds challenge patients beside DICOM/NIfTI ones, the entries of root that no patient
+    claims (an empty folder, a link that cannot be followed or that the folder walk does not enter, a folder
+    of other files) become challenge patients, so the loader reports each as it does in a batch of challenge
+    patients only; a folder whose only DICOM-like files are unreadable becomes a DICOM patient that fails
+    naming them. Returns the challenge folders (sorted) and those DICOM sources."""
+    claimed = [*challenge_dirs, *(s.path for s in scans), *(f for s in scans for f in s.files)]
+    try:
+        entries = find_patients(root)
+    except StudyError:
+        entries = []
+    extra: List[Path] = []
+    orphan_sources: List[InputSource] = []
+    for entry in entries:
+        if any(c == entry or entry in c.parents for c in claimed):
+            continue
+        mine = sorted(f for f in orphans if entry in f.parents)
+        if mine:
+            # No header could be read, so nothing says whether the folder name identifies someone: hashed id.
+            orphan_sources.append(InputSource(DICOM, hashed_study_id(str(entry)), entry, tuple(mine), entry))
+        else:
+            extra.append(entry)
+    return sorted([*challenge_dirs, *extra]), orphan_sources
 
 
 def _single_file(path: Path) -> InputSource:
@@ -125,8 +156,9 @@ def _first_part(path: Path, root: Path) -> Optional[str]:
 
 
 def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path], others_here: bool
-                   ) -> Tuple[List[InputSource], Dict[Path, Scrubber]]:
-    """One source per StudyInstanceUID, and per source folder a scrubber of its identifying values."""
+                   ) -> Tuple[List[InputSource], Dict[Path, Scrubber], List[Path]]:
+    """One source per StudyInstanceUID, per source folder a scrubber of its identifying values, and the
+    files that start like DICOM but do not parse and lie in no study's folder."""
     studies: Dict[str, List[Path]] = defaultdict(list)
     identifiers: Dict[str, set] = defaultdict(set)
     unreadable: List[Path] = []
@@ -174,17 +206,17 @@ def _dicom_sources(root: Path, files: List[Path], nifti_files: List[Path], other
         sources.append(InputSource(DICOM, pid, folder, tuple(sorted(fs)), root, tuple(notes)))
         scrubbers[folder] = Scrubber(set(identifiers[uid]) | (set(scrubbers[folder].values)
                                                              if folder in scrubbers else set()))
-    if unreadable:
-        # Files that start like DICOM but do not parse: report them with the study of their folder.
-        for f in unreadable:
-            owners = [k for k, s in enumerate(sources) if s.path in f.parents]
-            if owners:
-                k = max(owners, key=lambda k: len(sources[k].path.parts))   # the deepest folder holding it
-                s = sources[k]
-                sources[k] = InputSource(s.kind, s.patient_id, s.path, s.files + (f,), s.root, s.notes)
-            else:
-                log.warning("skipping a file that is not readable as DICOM (%d in all)", len(unreadable))
-    return sources, scrubbers
+    orphans: List[Path] = []
+    # Files that start like DICOM but do not parse: report them with the study of their folder.
+    for f in unreadable:
+        owners = [k for k, s in enumerate(sources) if s.path in f.parents]
+        if owners:
+            k = max(owners, key=lambda k: len(sources[k].path.parts))   # the deepest folder holding it
+            s = sources[k]
+            sources[k] = InputSource(s.kind, s.patient_id, s.path, s.files + (f,), s.root, s.notes)
+        else:
+            orphans.append(f)
+    return sources, scrubbers, orphans
 
 
 def _nifti_unit(f: Path, root: Path) -> Path:

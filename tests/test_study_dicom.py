@@ -20,6 +20,8 @@ from study.levels import SAGITTAL_SLICES
 from study.loader import load_study
 from study.study import Study
 
+from conftest import write_challenge_patient
+
 
 def load_one(root: Path) -> Study:
     sources = [s for s in find_inputs(root) if s.kind == "dicom"]
@@ -362,3 +364,51 @@ def test_midpoint_that_cannot_be_told_apart_from_the_ends(tmp_path):
     with pytest.raises(ValueError, match="no slice lies on the patient's right of the mid slice"):
         choose_sagittal_slices(stack)
 
+
+# ------------------------------------------------------------------------------------------------
+# A batch of DICOM studies beside challenge-layout patients
+# ------------------------------------------------------------------------------------------------
+def _odd_entries(root: Path, outside: Path) -> None:
+    """Entries a folder of patients may hold besides good patients: each must be reported, never dropped."""
+    (root / "empty").mkdir()
+    (root / "loop").symlink_to(root / "loop")                  # a patient entry that is a link to itself
+    (root / "moved").symlink_to(outside / "gone")              # a link whose target has moved
+    (root / "pdf-only").mkdir()
+    (root / "pdf-only" / "referral.pdf").write_bytes(b"%PDF-1.4 not an image")
+    write_challenge_patient(outside / "elsewhere", seed=5)
+    (root / "linked").symlink_to(outside / "elsewhere")        # a good patient reached through a link
+
+
+ODD = ("empty", "linked", "loop", "moved", "pdf-only")
+
+
+def test_mixed_batch_reports_every_patient_folder_like_a_png_batch(tmp_path):
+    # Before: with DICOM files in the batch, patients were found by walking the tree, and an empty folder, a
+    # link loop, a moved link, a folder of other files and a linked patient silently disappeared.
+    png_only, mixed = tmp_path / "png-only", tmp_path / "mixed"
+    for root in (png_only, mixed):
+        write_challenge_patient(root / "p1", seed=1)
+        _odd_entries(root, tmp_path / f"outside-{root.name}")
+    tiny_sagittal(mixed / "dicom-a")
+    unreadable = mixed / "dicom-b" / "IM0001"
+    unreadable.parent.mkdir()
+    unreadable.write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 64)   # starts like DICOM: a broken fragment
+
+    def outcome(root):
+        return {s.patient_id: r for s, r in load_inputs(root)}
+
+    expected = outcome(png_only)
+    assert set(expected) == {"p1", *ODD}
+    got = outcome(mixed)
+    hashed = hashed_study_id(str(unreadable.parent))
+    assert set(got) == {"p1", "dicom-a", hashed, *ODD}
+    for pid in ("p1", "linked", "dicom-a"):
+        assert isinstance(got[pid], Study), got[pid]
+    for pid in ("empty", "loop", "moved", "pdf-only"):
+        assert isinstance(got[pid], StudyError)
+        assert got[pid].problem == expected[pid].problem and got[pid].path == expected[pid].path
+    assert "patient folder is empty" in got["empty"].problem
+    assert "symbolic link that cannot be followed" in got["loop"].problem
+    # The folder whose only DICOM-like file is broken fails naming that file, under a non-identifying id.
+    assert isinstance(got[hashed], StudyError) and "incomplete" in got[hashed].problem
+    assert "IM0001" in got[hashed].problem and "dicom-b" not in str(got[hashed])
