@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -172,3 +173,22 @@ def test_dicom_study_reads_like_its_challenge_layout(tmp_path):
     agree = sum(a["disc"][d]["grade"] == b["disc"][d]["grade"] for d in a["disc"])
     assert agree >= 4
     assert a["curvature"]["class"] == b["curvature"]["class"]
+
+
+def test_torch_loads_with_passive_openmp_waiting(tmp_path):
+    # Beside another busy process, torch's spinning OpenMP threads made a one-patient run 3-8 s in the stages
+    # instead of 1.1 s; `run` asks for passive waiting before torch loads (libgomp reads it then). Results
+    # are unchanged by it. Checked in a fresh interpreter without the variable, at the moment torch is imported.
+    code = (
+        "import os, sys\n"
+        "seen = []\n"
+        "sys.addaudithook(lambda e, a: seen.append(os.environ.get('OMP_WAIT_POLICY')) "
+        "if e == 'import' and a[0] == 'torch' and not seen else None)\n"
+        "sys.argv = ['pipeline.py', 'run', '--input', sys.argv[1], '--out', sys.argv[2]]\n"
+        "import runpy\n"
+        "try:\n    runpy.run_path('pipeline.py', run_name='__main__')\n"
+        "except SystemExit as e:\n    print('exit', e.code, 'torch imported with', seen)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nowhere"), str(tmp_path / "out")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert "exit 2 torch imported with ['PASSIVE']" in res.stdout, res.stdout + res.stderr
