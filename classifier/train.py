@@ -27,6 +27,7 @@ from .data import PatientRecord, batch_tensors, label_arrays
 from .decision import tune_priors
 from .model import GradeNet
 from study.splits import split_key
+from synth.variants import keeps_real_grades
 from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, pick_device, sha256_of
 
 PathLike = Union[str, Path]
@@ -161,8 +162,9 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
         train_ids, val_ids = split_patients(records, cfg.val_fraction, cfg.seed)
         val_set = set(val_ids)
         train_recs = [r for r in records if split_key(r.patient_id) not in val_set]
-        # Validation tunes the priors for the real label mix: rare-grade variants stay out of it.
-        val_recs = [r for r in records if split_key(r.patient_id) in val_set and split_key(r.patient_id) == r.patient_id]
+        # Validation tunes the priors for the real label mix: rare-grade variants stay out of it, while
+        # poor-alignment variants (the real grades, another render) give it more renders to tune on.
+        val_recs = [r for r in records if split_key(r.patient_id) in val_set and keeps_real_grades(r.patient_id)]
     else:
         train_recs, val_recs = list(records), [r for r in val_records if r.labels is not None]
         train_ids = sorted({split_key(r.patient_id) for r in train_recs})

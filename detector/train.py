@@ -153,7 +153,17 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
                                     verbose=verbose)
         train_seconds += refine_info["seconds"]
     write_weights_config(out_dir, config, {"train": to_dict(tc)})
+    return report(out_dir, info, layout_dir, boxes_file, config, tc, train_seconds, eval_sets, data_description,
+                  card_sections, real_check, verbose, exclude, command)
 
+
+def report(out_dir: Path, info: DatasetInfo, layout_dir: PathLike, boxes_file: PathLike, config: DetectorConfig,
+           tc: TrainConfig, train_seconds: float, eval_sets: Sequence[EvalSet] = (), data_description: str = "",
+           card_sections: Optional[Mapping[str, str]] = None, real_check: bool = True, verbose: bool = True,
+           exclude: AbstractSet[str] = frozenset(), command: str = "") -> TrainResult:
+    """Score trained weights on the split's validation patients, the evaluation hold-out, the extra sets and
+    the real scan; write metrics.json and MODEL_CARD.md. (train() ends here; it can also be rerun alone.)"""
+    out_dir, layout_dir = Path(out_dir), Path(layout_dir)
     detector = Detector.from_weights(out_dir)
     sets = list(eval_sets)
     if info.val_ids:

@@ -24,7 +24,7 @@ import numpy as np
 
 from study.challenge import PatientLabels
 from study.levels import ALIGNMENT_SCORED_CLASS, DISC_CANAL_INDEX, DISCS
-from study.splits import variant_id
+from study.splits import split_key, variant_id
 
 from .generate import PhantomSpec
 
@@ -70,6 +70,11 @@ def poor_alignment_specs(specs: Sequence[PhantomSpec]) -> List[PhantomSpec]:
         labels = replace(spec.labels, patient_id=pid, alignment=ALIGNMENT_SCORED_CLASS)
         out.append(replace(spec, boxes=replace(spec.boxes, patient_id=pid), labels=labels))
     return out
+
+
+def keeps_real_grades(patient_id: str) -> bool:
+    """True for a render whose disc and canal grades are its geometry's real ones (itself or a '~poor' variant)."""
+    return patient_id == split_key(patient_id) or patient_id == variant_id(patient_id, POOR_VARIANT)
 
 
 VARIANTS = {RARE_VARIANT: "rare-grade variants (one protrusion made an extrusion)",
