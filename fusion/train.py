@@ -17,10 +17,13 @@ if str(ROOT) not in sys.path:
 def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str = "", repeats: Optional[int] = None,
               run_cv: bool = True, padding_check: bool = False, notes: Sequence[str] = (),
               exclude_file: Optional[Path] = None, image_data: Sequence[Path] = (), image_data_name: str = "",
-              image_eval: Sequence[Path] = (), command: str = "") -> Dict[str, object]:
+              image_eval: Sequence[Path] = (), command: str = "",
+              image_exclude_file: Optional[Path] = None) -> Dict[str, object]:
     """Curvature + geometry alignment on the real boxes, then (with image_data) the phantom-trained image head.
 
     exclude_file: a holdout.json (study.splits) whose geometries no part of the model trains on.
+    image_exclude_file: a holdout.json for the image head alone (default: exclude_file), e.g. to fit the
+    geometry on every real patient while the image head, like the other image stages, leaves the hold-out out.
     image_eval: phantom folders scored with the final image head (e.g. renders of the held-out geometries).
     """
     import dataclasses
@@ -33,6 +36,7 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
     if repeats is not None:
         cfg = dataclasses.replace(cfg, cv_repeats=repeats)
     exclude = read_holdout(exclude_file) if exclude_file else set()
+    image_exclude = read_holdout(image_exclude_file) if image_exclude_file else exclude
     all_notes = list(notes)
     if exclude:
         all_notes.append(f"{len(exclude)} geometries of {exclude_file.name} held out of every part of this model "
@@ -43,7 +47,7 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
     if image_data:
         evals = {f"{Path(d).name} (never trained on)": [d] for d in image_eval}
         meta["image_alignment"] = train_image_alignment(
-            out_dir, image_data, cfg, exclude, repeats=min(cfg.cv_repeats, 3) if run_cv else 0,
+            out_dir, image_data, cfg, image_exclude, repeats=min(cfg.cv_repeats, 3) if run_cv else 0,
             data_name=image_data_name, eval_folders=evals)
     return meta
 
@@ -63,13 +67,15 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
               help="Phantom folder (challenge layout + labels.json + boxes.json) for the image alignment head; "
                    "repeatable (e.g. renders of the real geometries and their '~poor' variants).")
 @click.option("--image-data-name", default="", help="How the card names the image-head data.")
+@click.option("--image-exclude", "image_exclude_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="holdout.json for the image head only (default: --exclude).")
 @click.option("--image-eval", "image_eval", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Phantom folder scored with the final image head (never trained on); repeatable.")
 def main(boxes_file, labels_file, out_dir, data_name, repeats, no_cv, padding_check, notes, exclude_file,
-         image_data, image_data_name, image_eval):
+         image_data, image_data_name, image_eval, image_exclude_file):
     """Fit the curvature and alignment boosters (and the image head) and write weights, fusion.json, MODEL_CARD.md."""
     meta = train_all(boxes_file, labels_file, out_dir, data_name, repeats, not no_cv, padding_check, notes,
-                     exclude_file, image_data, image_data_name, image_eval)
+                     exclude_file, image_data, image_data_name, image_eval, image_exclude_file=image_exclude_file)
     click.echo(json.dumps({"cv": meta.get("cv"), "image_alignment": meta.get("image_alignment", {}).get("cv")},
                           indent=1))
 
