@@ -43,6 +43,7 @@ def _image_head_lines(meta: Mapping[str, object]) -> list:
            f"- Trained on: {head.get('data')}; {head.get('n_rows')} renders of {head.get('n_geometries')} geometries, "
            f"{head.get('n_poor')} with poor alignment (phantom data: the phantom draws poor alignment as a "
            "2.8-4.2 mm listhesis step).",
+           f"- Boxes the head learned and is scored with: {head.get('boxes', 'the phantoms measured boxes')}.",
            f"- Geometries excluded (evaluation hold-out): {head.get('excluded_geometries', 0)}.",
            f"- Threshold tuned for the poor-class F1 at the real prevalence {head.get('prevalence')} "
            f"(inner grouped out-of-fold scores): poor when the score >= {head.get('threshold', float('nan')):.4f}."]

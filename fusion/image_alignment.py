@@ -10,12 +10,13 @@ prevalence by weighting, not at the variants' 50 %.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
-from study.challenge import PatientLabels, read_box_file, read_labels
+from study.challenge import PatientBoxes, PatientLabels, read_box_file, read_labels
 from study.levels import ALIGNMENT_SCORED_CLASS, SAGITTAL_SLICES
 from study.splits import split_key
 
@@ -52,9 +53,34 @@ class AlignmentTable:
     names: List[str]
 
 
+# Where the boxes of a phantom table come from: None = the folder's boxes.json (measured on the rendered
+# images); else a function (folder, patient ids) -> patient id -> PatientBoxes, e.g. detector_boxes().
+BoxSource = Optional[Callable[[Path, Sequence[str]], Mapping[str, PatientBoxes]]]
+
+
+def detector_boxes(detector_weights: PathLike, batch: int = 16) -> Callable[[Path, Sequence[str]], Dict[str, PatientBoxes]]:
+    """A box source that places the levels with the detector, as `run` does (boxes with its 3 px padding)."""
+    from detector.predict import Detector
+    from study.loader import load_study
+    det = Detector.from_weights(detector_weights)
+
+    def boxes(folder: Path, ids: Sequence[str]) -> Dict[str, PatientBoxes]:
+        out: Dict[str, PatientBoxes] = {}
+        for start in range(0, len(ids), batch):
+            studies = [load_study(folder / pid, require_all_axial=False) for pid in ids[start:start + batch]]
+            for st, lb in zip(studies, det.predict_batch(studies)):
+                out[st.patient_id] = replace(lb.as_patient_boxes(), patient_id=st.patient_id)
+        return out
+    return boxes
+
+
 def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
-                  boxes_name: str = "boxes.json", only: Optional[Set[str]] = None) -> AlignmentTable:
-    """Features of every patient of the phantom folders whose geometry is not in `exclude` (and is in `only`)."""
+                  boxes_name: str = "boxes.json", only: Optional[Set[str]] = None,
+                  box_source: BoxSource = None) -> AlignmentTable:
+    """Features of every patient of the phantom folders whose geometry is not in `exclude` (and is in `only`).
+
+    box_source: where the level boxes come from (default: the folder's measured boxes.json).
+    """
     ids: List[str] = []
     rows: List[Dict[str, float]] = []
     poor: List[int] = []
@@ -63,6 +89,9 @@ def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
         patients = [p for p in read_box_file(folder / boxes_name).patients
                     if p.patient_id in labels and split_key(p.patient_id) not in exclude
                     and (only is None or split_key(p.patient_id) in only) and (folder / p.patient_id).is_dir()]
+        if box_source is not None:
+            placed = box_source(folder, [p.patient_id for p in patients])
+            patients = [placed[p.patient_id] for p in patients]
         img = {p.patient_id: image_features(load_sagittal(folder / p.patient_id), p.boxes) for p in patients}
         pids, prow, _ = feature_rows(patients, extra=img)
         ids += pids
@@ -172,10 +201,14 @@ def evaluate_head(head: ImageAlignmentHead, table: AlignmentTable, prevalence: O
 def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cfg: FusionConfig = FusionConfig(),
                           exclude: Set[str] = frozenset(), prevalence: Optional[float] = None,
                           repeats: int = 3, data_name: str = "",
-                          eval_folders: Mapping[str, Sequence[PathLike]] = {}) -> Dict[str, object]:
+                          eval_folders: Mapping[str, Sequence[PathLike]] = {},
+                          detector_weights: Optional[PathLike] = None) -> Dict[str, object]:
     """Fit the head on the phantom folders, attach it to the fusion model in weights_dir and save.
 
     prevalence defaults to the poor frequency the fusion model was trained on (the real labels).
+    detector_weights: place the levels with this detector for training and scoring, as `run` will (its
+    boxes are smoother than the measured ones, and a head trained on measured boxes misses steps on
+    them); default: the folders' measured boxes.json.
     eval_folders: name -> folders scored with the final head (never trained on).
     With `exclude`, the final head is also scored on the excluded geometries' renders in `folders`: once
     with their real labels only (the real prevalence) and once with their label variants too.
@@ -186,14 +219,17 @@ def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cf
     if prevalence is None:
         counts = model.meta.get("alignment_counts") or [1, 19]
         prevalence = counts[ALIGNMENT_SCORED_CLASS] / float(sum(counts))
-    table = phantom_table(folders, exclude)
+    source = detector_boxes(detector_weights) if detector_weights else None
+    boxes_desc = (f"placed by the detector in {detector_weights}" if detector_weights
+                  else "the phantoms' measured boxes (boxes.json)")
+    table = phantom_table(folders, exclude, box_source=source)
     cv = cross_validate_head(table, cfg, prevalence, repeats) if repeats > 0 else None
     head = fit_head(table, cfg, prevalence)
     evaluations = {}
     for name, fs in eval_folders.items():
-        evaluations[name] = evaluate_head(head, phantom_table(fs), prevalence)
+        evaluations[name] = evaluate_head(head, phantom_table(fs, box_source=source), prevalence)
     if exclude:
-        held = phantom_table(folders, only=set(exclude))
+        held = phantom_table(folders, only=set(exclude), box_source=source)
         real = [k for k, i in enumerate(held.ids) if i == split_key(i)]
         if real:
             own = AlignmentTable([held.ids[k] for k in real], held.X[real], held.poor[real],
@@ -204,6 +240,7 @@ def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cf
     head.meta = {"data": data_name or ", ".join(map(str, folders)), "n_rows": len(table.ids),
                  "n_geometries": len(set(table.groups)), "n_poor": int(table.poor.sum()),
                  "excluded_geometries": len(exclude), "prevalence": round(prevalence, 5), "cv": cv,
+                 "boxes": boxes_desc,
                  "evaluations": evaluations}
     model.image_alignment = head
     model.save(weights_dir)

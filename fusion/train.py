@@ -18,13 +18,15 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
               run_cv: bool = True, padding_check: bool = False, notes: Sequence[str] = (),
               exclude_file: Optional[Path] = None, image_data: Sequence[Path] = (), image_data_name: str = "",
               image_eval: Sequence[Path] = (), command: str = "",
-              image_exclude_file: Optional[Path] = None) -> Dict[str, object]:
+              image_exclude_file: Optional[Path] = None,
+              image_detector: Optional[Path] = None) -> Dict[str, object]:
     """Curvature + geometry alignment on the real boxes, then (with image_data) the phantom-trained image head.
 
     exclude_file: a holdout.json (study.splits) whose geometries no part of the model trains on.
     image_exclude_file: a holdout.json for the image head alone (default: exclude_file), e.g. to fit the
     geometry on every real patient while the image head, like the other image stages, leaves the hold-out out.
     image_eval: phantom folders scored with the final image head (e.g. renders of the held-out geometries).
+    image_detector: detector weights that place the levels for the image head, as in `run`.
     """
     import dataclasses
 
@@ -48,7 +50,7 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
         evals = {f"{Path(d).name} (never trained on)": [d] for d in image_eval}
         meta["image_alignment"] = train_image_alignment(
             out_dir, image_data, cfg, image_exclude, repeats=min(cfg.cv_repeats, 3) if run_cv else 0,
-            data_name=image_data_name, eval_folders=evals)
+            data_name=image_data_name, eval_folders=evals, detector_weights=image_detector)
     return meta
 
 
@@ -67,15 +69,19 @@ def train_all(boxes_file: Path, labels_file: Path, out_dir: Path, data_name: str
               help="Phantom folder (challenge layout + labels.json + boxes.json) for the image alignment head; "
                    "repeatable (e.g. renders of the real geometries and their '~poor' variants).")
 @click.option("--image-data-name", default="", help="How the card names the image-head data.")
+@click.option("--image-detector", "image_detector", type=click.Path(path_type=Path, exists=True), default=None,
+              help="Detector weights folder that places the levels for the image head (as run does); "
+                   "default: the phantoms' measured boxes.")
 @click.option("--image-exclude", "image_exclude_file", type=click.Path(path_type=Path, exists=True), default=None,
               help="holdout.json for the image head only (default: --exclude).")
 @click.option("--image-eval", "image_eval", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Phantom folder scored with the final image head (never trained on); repeatable.")
 def main(boxes_file, labels_file, out_dir, data_name, repeats, no_cv, padding_check, notes, exclude_file,
-         image_data, image_data_name, image_eval, image_exclude_file):
+         image_data, image_data_name, image_eval, image_exclude_file, image_detector):
     """Fit the curvature and alignment boosters (and the image head) and write weights, fusion.json, MODEL_CARD.md."""
     meta = train_all(boxes_file, labels_file, out_dir, data_name, repeats, not no_cv, padding_check, notes,
-                     exclude_file, image_data, image_data_name, image_eval, image_exclude_file=image_exclude_file)
+                     exclude_file, image_data, image_data_name, image_eval, image_exclude_file=image_exclude_file,
+                     image_detector=image_detector)
     click.echo(json.dumps({"cv": meta.get("cv"), "image_alignment": meta.get("image_alignment", {}).get("cv")},
                           indent=1))
 

@@ -95,11 +95,13 @@ def train_classifier_stage(data: TrainingData, out_dir: Path, epochs: Optional[i
 
 def train_fusion_stage(data: TrainingData, out_dir: Path, data_name: str, image_data_name: str,
                        run_cv: bool, command: str) -> None:
-    """Curvature and geometry alignment on --labels/--boxes; the image alignment head on the --data folders."""
+    """Curvature and geometry alignment on --labels/--boxes; the image alignment head on the --data folders,
+    with the levels placed by OUT/detector when it exists (as `run` will place them)."""
     from fusion.train import train_all
+    detector = Path(out_dir) / "detector"
     train_all(data.boxes, data.labels, Path(out_dir) / "fusion", data_name=data_name, run_cv=run_cv,
               exclude_file=data.holdout_file, image_data=list(data.folders), image_data_name=image_data_name,
-              command=command)
+              command=command, image_detector=detector if (detector / "best.pt").is_file() else None)
 
 
 def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: Optional[Path] = None,

@@ -61,6 +61,8 @@ def test_holdout_is_excluded_from_every_stage(trained, data):
     assert fusion["excluded_patients"] == 3 and fusion["n_patients"] == N - 3
     assert fusion["image_alignment"]["excluded_geometries"] == 3
     assert fusion["image_alignment"]["n_geometries"] == N - 3
+    # the image head learns from boxes placed the way `run` places them: by the detector just trained
+    assert "detector" in fusion["image_alignment"]["boxes"]
     assert "pipeline.py train all" in (trained / "fusion" / "MODEL_CARD.md").read_text()
 
 
