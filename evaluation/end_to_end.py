@@ -63,6 +63,8 @@ def end_to_end(data_dir: Path, holdout: Set[str], out_dir: Path, weights: Path, 
     for mode, boxes in (("detector boxes (full pipeline)", None), ("oracle boxes (--boxes)", boxes_file)):
         run_out = out_dir / ("run_detector" if boxes is None else "run_oracle")
         code = run_batch(out_dir / "data" / "patients", run_out, boxes, False, "cpu", batch_size, weights)
+        if not (run_out / "predictions.json").is_file():
+            raise click.ClickException(f"run ({mode}) wrote no predictions (exit code {code}); see the message above")
         pred = read_labels(run_out / "predictions.json")
         rep = challenge_score(truth, pred)
         errors = json.loads((run_out / "errors.json").read_text())
