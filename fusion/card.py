@@ -36,7 +36,7 @@ def _image_head_lines(meta: Mapping[str, object]) -> list:
     if not head:
         return ["## Image alignment head", "Not trained: alignment comes from the geometry model above.", ""]
     cv = head.get("cv") or {}
-    out = ["## Image alignment head (used by `run`, where the mid-sagittal image is available)",
+    out = ["## Image alignment head (used by `run`, where the sagittal images are available)",
            "A third booster (`alignment_image.lgb.txt`) on the geometry columns plus the posterior-wall steps",
            "measured on the image (`fusion.image_features`). It applies when those image columns are finite, and",
            "reports then name it as the alignment source; otherwise the geometry model above decides.",

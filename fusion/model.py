@@ -28,7 +28,7 @@ CURVATURE_FILE, ALIGNMENT_FILE, META_FILE = "curvature.lgb.txt", "alignment.lgb.
 IMAGE_ALIGNMENT_FILE = "alignment_image.lgb.txt"
 # Where a patient's alignment call came from (reports name it).
 ALIGNMENT_FROM_GEOMETRY = "geometry (boxes only; trained on real geometry)"
-ALIGNMENT_FROM_IMAGE = "image + geometry (posterior-wall steps measured on the mid-sagittal image; trained on phantoms)"
+ALIGNMENT_FROM_IMAGE = "image + geometry (posterior-wall steps measured on sagittal slices 5-7; trained on phantoms)"
 
 
 @dataclass(frozen=True)
