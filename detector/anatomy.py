@@ -295,13 +295,14 @@ def assign_discs(vert: Mapping[str, LevelBox], c: Candidates, cfg: DetectorConfi
     return out
 
 
-RefineFn = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+# refine({slice: (xyxy (N, 4), level indices (N,))}) -> {slice: refined xyxy}: every slice of a patient at once.
+RefineFn = Callable[[Mapping[int, Tuple[np.ndarray, np.ndarray]]], Mapping[int, np.ndarray]]
 
 
 def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: Mapping[int, Candidates],
              cfg: DetectorConfig, refine: Optional[RefineFn] = None) -> LevelBoxes:
     """All slices of one patient: assign per slice, re-assign with the cross-slice consensus, fill gaps,
-    refine the detected boxes (refine(slice, xyxy (N, 4), level indices) -> xyxy), derive discs, warn."""
+    refine the detected boxes (see RefineFn), derive discs, warn."""
     slices = [s for s in SAGITTAL_SLICES if s in vert_cands]
     first = {s: assign_levels(vert_cands[s], cfg) for s in slices}
     cy = np.array([[vert_cands[s].cy[i] if i >= 0 else np.nan for i in first[s].index] for s in slices])
@@ -322,7 +323,7 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
         refinable = {s: [lv for lv in range(N_VERT)
                          if found[s][lv] is not None or any(found[o][lv] is not None for o in slices if o != s)]
                      for s in slices}
-        vertebrae = {s: _refined(vertebrae[s], s, refine, refinable[s]) for s in slices}
+        vertebrae = _refined(vertebrae, refine, refinable)
         # A refiner fed a crop between two bodies can snap to the wrong one: check the slices agree again.
         warnings += _overrule_after_refining(vertebrae, refinable, cfg)
         for s in slices:  # refined edges must not undo the order the assignment guaranteed
@@ -381,16 +382,18 @@ def _overrule_after_refining(vertebrae: Dict[int, Dict[str, LevelBox]], refinabl
     return warnings
 
 
-def _refined(levels: Mapping[str, LevelBox], slice_number: int, refine: RefineFn,
-             todo: Sequence[int]) -> Dict[str, LevelBox]:
-    out = dict(levels)
-    if not todo:
+def _refined(vertebrae: Mapping[int, Mapping[str, LevelBox]], refine: RefineFn,
+             todo: Mapping[int, Sequence[int]]) -> Dict[int, Dict[str, LevelBox]]:
+    out = {s: dict(levels) for s, levels in vertebrae.items()}
+    requests = {s: (np.array([vertebrae[s][VERTEBRAE[i]].box.as_tuple() for i in todo[s]], float),
+                    np.array(todo[s], int)) for s in vertebrae if todo.get(s)}
+    if not requests:
         return out
-    xyxy = np.array([levels[VERTEBRAE[i]].box.as_tuple() for i in todo], float)
-    new = refine(slice_number, xyxy, np.array(todo))
-    for k, i in enumerate(todo):
-        lb = levels[VERTEBRAE[i]]
-        out[VERTEBRAE[i]] = LevelBox(_as_box(new[k]), lb.confidence, lb.interpolated)
+    refined = refine(requests)
+    for s, (_, levels) in requests.items():
+        for k, i in enumerate(levels):
+            lb = vertebrae[s][VERTEBRAE[i]]
+            out[s][VERTEBRAE[i]] = LevelBox(_as_box(refined[s][k]), lb.confidence, lb.interpolated)
     return out
 
 

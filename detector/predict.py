@@ -145,8 +145,11 @@ class Detector:
             disc = {s: raw[(k, si)][1] for si, s in enumerate(SAGITTAL_SLICES)}
             refine = None
             if self.refiner is not None:
-                refine = (lambda s, xyxy, lv, k=k: self.refiner.refine(
-                    normalised[(k, SAGITTAL_SLICES.index(s))], xyxy, lv))
+                def refine(requests, k=k):
+                    order = list(requests)
+                    done = self.refiner.refine_many([(normalised[(k, SAGITTAL_SLICES.index(s))], *requests[s])
+                                                     for s in order])
+                    return dict(zip(order, done))
             out.append(assemble(pid, vert, disc, self.config, refine))
         return out
 

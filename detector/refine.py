@@ -83,22 +83,33 @@ class Refiner:
         net.load_state_dict({k: v for k, v in state.items() if k not in ("size", "n_levels", "width")})
         return cls(net, cfg)
 
-    @torch.no_grad()
     def refine(self, image: np.ndarray, boxes: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """(N, 4) xyxy boxes on one normalised slice -> refined boxes, refine_passes times re-centred."""
-        out = boxes.astype(np.float64).copy()
+        return self.refine_many([(image, boxes, levels)])[0]
+
+    @torch.no_grad()
+    def refine_many(self, requests: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray]]) -> List[np.ndarray]:
+        """refine() for several (image, boxes, levels) at once: one network call per pass for all of them
+        (a patient's three slices in one batch: the per-call overhead dominated at 6 crops a call)."""
+        if not requests:
+            return []
+        counts = [len(b) for _, b, _ in requests]
+        owner = np.repeat(np.arange(len(requests)), counts)
+        out = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for _, b, _ in requests]).copy()
+        levels = np.concatenate([np.asarray(lv, np.int64).reshape(-1) for _, _, lv in requests])
         for _ in range(self.cfg.refine_passes):
             centres = np.stack([(out[:, 0] + out[:, 2]) / 2, (out[:, 1] + out[:, 3]) / 2], 1)
             sides = crop_side(out[:, 2] - out[:, 0], out[:, 3] - out[:, 1], self.cfg)
-            crops = extract_crops(image, centres, sides, self.net.size)
-            off = self.net(torch.from_numpy(crops)[:, None], torch.from_numpy(levels.astype(np.int64))).numpy()
+            crops = np.concatenate([extract_crops(img, centres[owner == k], sides[owner == k], self.net.size)
+                                    for k, (img, _, _) in enumerate(requests)])
+            off = self.net(torch.from_numpy(crops)[:, None], torch.from_numpy(levels)).numpy()
             new = decode(off.astype(np.float64), centres, sides)
             # A refiner only nudges: a large jump means the crop showed something else; keep the detection there.
             step = np.abs(new - out).max(1)
             limit = self.cfg.refine_max_shift * np.maximum(out[:, 3] - out[:, 1], 1.0)
             ok = (step <= limit) & (new[:, 2] > new[:, 0] + 1) & (new[:, 3] > new[:, 1] + 1)
             out[ok] = new[ok]
-        return out
+        return np.split(out, np.cumsum(counts)[:-1])
 
 
 def _training_samples(layout_dir: Path, boxes_file: Path, ids: Sequence[str], cfg: DetectorConfig):
