@@ -19,31 +19,32 @@ _SEARCH_BEYOND = 0.45
 _CORE = (0.15, 0.85)
 
 
-def _smooth(profile: np.ndarray) -> np.ndarray:
-    k = np.array([1.0, 2.0, 1.0]) / 4.0
-    return np.convolve(np.pad(profile, 1, mode="edge"), k, mode="valid")
-
-
-def _row_edge(row: np.ndarray, x_from: int, x_to: int) -> Tuple[float, float]:
-    """Sub-pixel x of the strongest dark-to-bright step (body to CSF) going posteriorly, and its size."""
-    seg = _smooth(row[x_from:x_to + 1].astype(float))
-    if len(seg) < 3:
-        return math.nan, 0.0
-    grad = -ANTERIOR_SIGN_X * np.diff(seg)  # positive where intensity rises going posteriorly
-    i = int(np.argmax(grad))
-    g = float(grad[i])
-    if g <= 0:
-        return math.nan, 0.0
+def _row_edges(block: np.ndarray, x_from: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per row of `block` (rows x columns from x_from): sub-pixel x of the strongest dark-to-bright step
+    (body to CSF) going posteriorly, and its size; NaN and 0 where no row rises."""
+    n_rows, n_cols = block.shape
+    if n_cols < 3:
+        return np.full(n_rows, math.nan), np.zeros(n_rows)
+    padded = np.pad(block.astype(float), ((0, 0), (1, 1)), mode="edge")
+    seg = (padded[:, :-2] + 2.0 * padded[:, 1:-1] + padded[:, 2:]) / 4.0   # [1 2 1] / 4 along each row
+    grad = -ANTERIOR_SIGN_X * np.diff(seg, axis=1)  # positive where intensity rises going posteriorly
+    i = np.argmax(grad, axis=1)
+    rows = np.arange(n_rows)
+    g = grad[rows, i]
     # parabolic refinement on the gradient peak; the edge lies between samples i and i+1
-    off = 0.0
-    if 0 < i < len(grad) - 1:
-        a, b, c = grad[i - 1], grad[i], grad[i + 1]
-        den = a - 2 * b + c
-        off = 0.5 * (a - c) / den if den != 0 else 0.0
-    return x_from + i + 0.5 + float(np.clip(off, -0.5, 0.5)), g
+    inner = (i > 0) & (i < grad.shape[1] - 1)
+    a = grad[rows, np.clip(i - 1, 0, None)]
+    c = grad[rows, np.clip(i + 1, None, grad.shape[1] - 1)]
+    den = a - 2 * g + c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(inner & (den != 0), 0.5 * (a - c) / den, 0.0)
+    x = x_from + i + 0.5 + np.clip(off, -0.5, 0.5)
+    rising = g > 0
+    return np.where(rising, x, math.nan), np.where(rising, g, 0.0)
 
 
 def _wall_edges(image: np.ndarray, box: Box, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Edge x and size for each of `rows` (NaN and 0 for a row outside the image)."""
     h, w = image.shape
     depth = box.width
     if ANTERIOR_SIGN_X < 0:
@@ -51,13 +52,11 @@ def _wall_edges(image: np.ndarray, box: Box, rows: np.ndarray) -> Tuple[np.ndarr
     else:  # pragma: no cover - the challenge orientation is fixed; kept so the sign lives in one place
         x_from, x_to = int(round(box.x1 - _SEARCH_BEYOND * depth)), int(round(box.cx))
     x_from, x_to = max(0, x_from), min(w - 1, x_to)
-    xs, gs = [], []
-    for r in rows:
-        if 0 <= r < h:
-            x, g = _row_edge(image[r], x_from, x_to)
-            xs.append(x)
-            gs.append(g)
-    return np.array(xs, float), np.array(gs, float)
+    xs, gs = np.full(len(rows), math.nan), np.zeros(len(rows))
+    inside = (rows >= 0) & (rows < h)
+    if inside.any() and x_to >= x_from:
+        xs[inside], gs[inside] = _row_edges(image[rows[inside], x_from:x_to + 1], x_from)
+    return xs, gs
 
 
 def _band(box: Box, lo: float, hi: float) -> np.ndarray:
