@@ -243,7 +243,7 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     from detector.boxes import LevelBoxes
     from release.manifest import WeightsError
     from report.html import patient_section, write_report_html
-    from study.challenge import read_box_file, write_json_atomic, write_labels
+    from study.challenge import read_box_file, remove_stale_temporaries, write_json_atomic, write_labels
     from study.errors import InputError, StudyError
     from study.axial_match import attach_axials
     from study.inputs import find_inputs, load_input, private_path
@@ -263,6 +263,9 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
         click.echo(f"error: {e}", err=True)
         return 2
     out_dir.mkdir(parents=True, exist_ok=True)
+    # A run killed mid-write leaves hidden temporaries (never a truncated output); this run clears them.
+    for folder, below in ((out_dir, False), (out_dir / "reports", False), (out_dir / "crops", True)):
+        remove_stale_temporaries(folder, recursive=below)
     dump_dir = out_dir / "crops" if dump_crops else None
     reports, sections, errors = {}, [], []
 

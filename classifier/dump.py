@@ -29,8 +29,10 @@ def _to_u8(crop: np.ndarray) -> np.ndarray:
 
 def _write_png(path: Path, image: np.ndarray) -> None:
     def write(tmp: str) -> None:
-        if not cv2.imwrite(tmp, image):
-            raise OSError(f"could not write {path}")
+        ok, encoded = cv2.imencode(".png", image)
+        if not ok:
+            raise OSError(f"could not encode {path} as PNG")
+        Path(tmp).write_bytes(encoded.tobytes())
 
     atomic_write(path, write)
 

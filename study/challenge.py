@@ -285,15 +285,21 @@ def _read_json(path: PathLike, error: type):
         raise error("not valid JSON (nested too deeply)", path=path) from None
 
 
+TEMP_SUFFIX = ".tmp"  # the temporaries of atomic_write: hidden, `.NAME.XXXXXXXX.tmp`
+
+
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     """Call write(tmp) on a temporary file beside `path`, then rename it into place.
 
-    No reader ever sees a truncated file, and a failed write leaves no temporary behind. The temporary
-    keeps the file's extension, so writers that pick the format from the name (cv2, PIL) still work.
+    No reader ever sees a truncated file, and a failed write leaves no temporary behind. The temporary is
+    a hidden `.NAME.XXXXXXXX.tmp`: it never matches the output's own pattern (`reports/*.json`), so a
+    process killed mid-write leaves nothing a reader would take for a result, and
+    `remove_stale_temporaries` clears it on the next run. Writers must name the format themselves
+    (PIL `format=`, savefig `format=`, cv2.imencode), since the temporary has no telling extension.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -301,6 +307,23 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: PathLike, recursive: bool = False) -> int:
+    """Delete the temporaries a killed atomic_write left in `folder` (and below it when recursive).
+
+    Only names atomic_write makes are touched: hidden, ending in TEMP_SUFFIX. Returns how many went.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    found = folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}")
+    n = 0
+    for f in found:
+        if f.is_file() and not f.is_symlink():
+            f.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 def write_json_atomic(path: PathLike, data: object, indent: Optional[int] = 1) -> None:

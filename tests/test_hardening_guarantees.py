@@ -20,14 +20,20 @@ from pathlib import Path
 import pytest
 
 from hardening_helpers import AUDIT_PRELUDE, EXAMPLES, GOOD, ROOT, audit_events, audited, invoke_run
-from study.challenge import atomic_write, write_json_atomic
+from study.challenge import TEMP_SUFFIX, atomic_write, remove_stale_temporaries, write_json_atomic
+
+
+def temporaries(out: Path) -> list:
+    """The hidden write-in-progress files atomic_write makes (a kill may leave them; they are no output)."""
+    return sorted(f.relative_to(out).as_posix() for f in out.rglob(f".*{TEMP_SUFFIX}"))
 
 
 def json_state(out: Path) -> dict:
-    """Every JSON file under out (relative name -> parsed, or the parse error)."""
+    """Every JSON output under out (relative name -> parsed, or the parse error). Whatever is not an
+    atomic_write temporary counts, so a truncated output under any name fails the checks."""
     state = {}
     for f in sorted(out.rglob("*")):
-        if f.is_file() and ".json" in f.name:
+        if f.is_file() and ".json" in f.name and not f.name.endswith(TEMP_SUFFIX):
             try:
                 state[f.relative_to(out).as_posix()] = json.loads(f.read_text(encoding="utf-8"))
             except ValueError as e:
@@ -82,6 +88,7 @@ def test_a_rerun_completes_the_killed_run(killed_then_rerun):
     assert "Traceback" not in rerun.output
     state = json_state(killed_then_rerun["out"])
     assert not [name for name, v in state.items() if isinstance(v, Exception)]
+    assert temporaries(killed_then_rerun["out"]) == []           # what the kill left behind is cleared
     assert sorted(n for n in state if n.startswith("reports/")) == [f"reports/{p}.json" for p in GOOD]
 
 
@@ -137,6 +144,25 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path):
         atomic_write(tmp_path / "report.html", half_then_crash)
     assert not (tmp_path / "report.html").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.json"]   # no temporary left behind
+
+
+def test_a_sigkill_mid_write_leaves_only_a_hidden_temporary_that_the_next_run_clears(tmp_path):
+    """What SIGKILL does to atomic_write, made deterministic: the process dies inside write(tmp), so neither
+    the rename nor the cleanup runs. The kill test above can only hit this window by chance."""
+    reports = tmp_path / "reports"
+    write_json_atomic(reports / "a.json", {"id": "a"})
+    code = ("import os, sys; from study.challenge import atomic_write\n"
+            "def die(tmp):\n"
+            "    open(tmp, 'w').write('{\"id\": \"b\", \"ca')\n"
+            "    os.kill(os.getpid(), 9)\n"
+            f"atomic_write({str(reports / 'b.json')!r}, die)\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in reports.glob("*.json")) == ["a.json"]     # readers see no truncated b.json
+    assert len(temporaries(tmp_path)) == 1 and json_state(tmp_path) == {"reports/a.json": {"id": "a"}}
+    (tmp_path / "keep.tmp").write_text("not ours")                          # not hidden: not a temporary
+    assert remove_stale_temporaries(reports) == 1 and remove_stale_temporaries(tmp_path) == 0
+    assert temporaries(tmp_path) == [] and (tmp_path / "keep.tmp").exists()
 
 
 # ------------------------------------------------------------------------------------------------
