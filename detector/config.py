@@ -58,9 +58,13 @@ class TrainConfig:
     val_fraction: float = 0.1
     # Compute threads + loader workers = cores: on the shared 2-core CPU, 2 threads + 2 workers ran 16 s per
     # batch of 32 against 2.8 s for 1 + 1 (oversubscription); None -> cores - 1 (at least 1).
-    workers: int = 1
+    # None -> 1 on the CPU (see above); on a GPU the loader is the bottleneck: cores - 1, at most 8.
+    workers: Optional[int] = None
     threads: Optional[int] = None
     device: Optional[str] = None      # None -> CUDA when present, else CPU
+    # A wall-time budget for the YOLO part, in minutes: after the first epoch ultralytics fits the epoch
+    # count (and the learning-rate schedule) to it, and `epochs` is ignored. The refiner and scoring come on top.
+    minutes: Optional[float] = None
     cache: str = "ram"
     optimizer: str = "AdamW"
     lr0: float = 0.003

@@ -169,7 +169,7 @@ def train_refiner(layout_dir: PathLike, boxes_file: PathLike, train_ids: Sequenc
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         loss_hist.append(total / n)
         if verbose:
             print(f"refiner epoch {epoch + 1}/{tc.refine_epochs}: loss {loss_hist[-1]:.4f} "

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -107,6 +107,19 @@ def _device(tc: TrainConfig) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
+def _device_words(tc: TrainConfig) -> str:
+    device = _device(tc)
+    if device != "cpu" and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name()}, {_workers(tc, device)} loader workers)"
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
+def _workers(tc: TrainConfig, device: str) -> int:
+    if tc.workers is not None:
+        return tc.workers
+    return 1 if device == "cpu" else max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
           config: DetectorConfig = DetectorConfig(), train_config: TrainConfig = TrainConfig(),
           eval_sets: Sequence[EvalSet] = (), work_dir: Optional[PathLike] = None,
@@ -130,15 +143,19 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     if run_dir.exists():
         shutil.rmtree(run_dir)
     t0 = time.perf_counter()
+    device = _device(tc)
     model.train(
         trainer=_mri_trainer(tc.appearance), data=str(info.data_yaml), epochs=tc.epochs, imgsz=config.imgsz,
-        batch=tc.batch, device=_device(tc), workers=tc.workers, seed=tc.seed, deterministic=False, amp=False,
+        time=tc.minutes / 60.0 if tc.minutes else None,
+        batch=tc.batch, device=device, workers=_workers(tc, device), seed=tc.seed, deterministic=False, amp=False,
         pretrained=False, plots=False, val=False, project=str(work), name="run", exist_ok=True, cache=tc.cache,
         optimizer=tc.optimizer, lr0=tc.lr0, cos_lr=tc.cos_lr, warmup_epochs=tc.warmup_epochs, mosaic=tc.mosaic,
         close_mosaic=0, degrees=tc.degrees, translate=tc.translate, scale=tc.scale, shear=tc.shear,
         hsv_h=0.0, hsv_s=0.0, hsv_v=tc.hsv_v, fliplr=tc.fliplr, flipud=tc.flipud, patience=tc.patience,
         verbose=verbose)
     train_seconds = time.perf_counter() - t0
+    if tc.minutes:  # the epochs ultralytics fitted to the budget and ran (the card states them)
+        tc = replace(tc, epochs=int(model.trainer.epoch) + 1)
 
     weights = run_dir / "weights"
     src = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"
@@ -228,8 +245,10 @@ def write_model_card(out_dir: Path, result: TrainResult, config: DetectorConfig,
         f"- Network: {config.model_yaml} built from its .yaml (no pretrained weights), {len(config.names)} classes "
         f"({config.class_design}: {', '.join(config.names)}), input {config.imgsz}x{config.imgsz}, "
         f"{pt.stat().st_size / 1e6:.1f} MB",
-        f"- Training: {result.epochs} epochs, batch {tc.batch}, {tc.optimizer} lr0 {tc.lr0}, seed {tc.seed}, "
-        f"device {_device(tc)} ({torch.get_num_threads()} threads), wall time {result.train_seconds / 60:.1f} min",
+        f"- Training: {result.epochs} epochs"
+        f"{f' (fitted by ultralytics to a {tc.minutes:g}-min budget)' if tc.minutes else ''}, batch {tc.batch}, "
+        f"{tc.optimizer} lr0 {tc.lr0}, seed {tc.seed}, device {_device_words(tc)}, "
+        f"wall time {result.train_seconds / 60:.1f} min",
         f"- Data: {data_description or layout_dir} (boxes: {boxes_file.name}); {info.n_images} sagittal images "
         f"(slices 5, 6, 7 of each patient)",
         f"- Split: patient level, seed {tc.seed}: {len(info.train_ids)} train / {len(info.val_ids)} validation patients "

@@ -68,13 +68,15 @@ def with_holdout(data: TrainingData, out_dir: Path, holdout_file: Optional[Path]
 
 
 def train_detector_stage(data: TrainingData, out_dir: Path, epochs: Optional[int], device: Optional[str],
-                         data_name: str, command: str) -> None:
+                         data_name: str, command: str, minutes: Optional[float] = None) -> None:
     """YOLO + refiner on the first --data folder (its sagittal slices and boxes)."""
     from detector.config import DetectorConfig, TrainConfig
     from detector.train import train
     tc = TrainConfig()
     if epochs:
         tc = replace(tc, epochs=epochs)
+    if minutes:
+        tc = replace(tc, minutes=minutes)
     if device:
         tc = replace(tc, device=device)
     folder = data.folders[0]
@@ -107,7 +109,8 @@ def train_fusion_stage(data: TrainingData, out_dir: Path, data_name: str, image_
 def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: Optional[Path] = None,
                  boxes: Optional[Path] = None, holdout_file: Optional[Path] = None, holdout_n: int = 0,
                  epochs: Optional[int] = None, device: Optional[str] = None, data_name: str = "",
-                 geometry_name: str = "", run_cv: bool = True, command: str = "") -> Path:
+                 geometry_name: str = "", run_cv: bool = True, command: str = "",
+                 detector_minutes: Optional[float] = None) -> Path:
     """Train `stage` (or 'all', in flow order) into out_dir/<stage>/ and rewrite out_dir/MANIFEST.json."""
     if stage not in STAGES + ("all",):
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES + ('all',)}")
@@ -117,7 +120,7 @@ def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: O
     command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
     for s in (STAGES if stage == "all" else (stage,)):
         if s == "detector":
-            train_detector_stage(data, out_dir, epochs, device, data_name, command)
+            train_detector_stage(data, out_dir, epochs, device, data_name, command, detector_minutes)
         elif s == "classifier":
             train_classifier_stage(data, out_dir, epochs, device, data_name, command)
         else:
