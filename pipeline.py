@@ -89,7 +89,7 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.option("--holdout-n", type=click.IntRange(0), default=0, show_default=True,
               help="Draw a stratified hold-out of N geometries from the labels instead (written to OUT/holdout.json).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Detector/classifier epochs (default: config).")
-@click.option("--detector-minutes", type=click.FloatRange(min=0.1), default=None,
+@click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Detector: a wall-time budget for YOLO in minutes; the epoch count is fitted to it after the "
                    "first epoch (replaces --epochs there). The refiner and scoring come on top.")
 @click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when present).")

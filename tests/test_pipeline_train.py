@@ -13,6 +13,7 @@ from study.challenge import read_labels
 from study.splits import read_holdout, split_key
 
 N = 10
+BUDGET_MIN = 0.05   # a 3-second YOLO budget for the detector stage
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("weights")
     res = CliRunner().invoke(cli, ["train", "all", "--data", str(data / "ph"), "--data", str(data / "poor"),
                                    "--out", str(out), "--holdout-n", "3", "--epochs", "1", "--no-cv",
-                                   "--data-name", "toy phantoms"])
+                                   "--detector-minutes", str(BUDGET_MIN), "--data-name", "toy phantoms"])
     assert res.exit_code == 0, res.output[-3000:]
     return out
 
@@ -46,6 +47,16 @@ def test_every_stage_writes_its_card_and_the_manifest_verifies(trained):
             assert (trained / stage / f).is_file(), (stage, f)
     verified = verify_manifest(trained, ("detector", "classifier", "fusion"))
     assert not any(k.startswith(".") or "/." in k for k in verified.files)  # work folders are not released
+
+
+def test_the_detector_trains_to_a_wall_time_budget_and_says_how_many_epochs_it_ran(trained):
+    cfg = json.loads((trained / "detector" / "config.json").read_text())["train"]
+    assert cfg["minutes"] == BUDGET_MIN
+    card = (trained / "detector" / "MODEL_CARD.md").read_text()
+    # the budget replaces --epochs for the detector; the card states the epochs ultralytics fitted and ran
+    assert f"- Training: {cfg['epochs']} epochs (fitted by ultralytics to a {BUDGET_MIN:g}-min budget)" in card
+    assert cfg["epochs"] >= 1
+    assert "--detector-minutes" in card                       # and the command that wrote it, to rerun
 
 
 def test_holdout_is_excluded_from_every_stage(trained, data):
