@@ -200,8 +200,9 @@ def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: st
 
     with clock("fusion"):
         extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
-        extra.update(image_features(study.sagittal, boxes.as_patient_boxes().boxes))
-        curve = assess_curve(models.fusion, boxes.as_patient_boxes(), extra, study.sagittal_spacing_mm)
+        patient_boxes = boxes.as_patient_boxes()
+        extra.update(image_features(study.sagittal, patient_boxes.boxes))
+        curve = assess_curve(models.fusion, patient_boxes, extra, study.sagittal_spacing_mm)
     report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
                            _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance))
     with clock("outputs"):

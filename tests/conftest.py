@@ -1,7 +1,9 @@
 """Shared test setup: the repo root on sys.path and a writer of tiny challenge-layout patients."""
 from __future__ import annotations
 
+import struct
 import sys
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -21,6 +23,28 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
     return path
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height but carries almost no data (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+            + chunk(b"IEND", b""))
+
+
+def deny_reading(mp: pytest.MonkeyPatch, target: Path) -> None:
+    """Make the study loader's open() refuse `target` as the OS would (chmod does not stop root)."""
+    from study import loader
+    real_open = open
+
+    def deny(path, *args, **kwargs):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    mp.setattr(loader, "open", deny, raising=False)
 
 
 def write_challenge_patient(folder: Path, seed: int = 0, size: int = IMAGE_SIZE,
@@ -96,7 +120,6 @@ def bad_batch_run(tmp_path_factory):
     import os
 
     from hardening_helpers import UNREADABLE, build_bad_batch, invoke_run
-    from study import loader
 
     root = build_bad_batch(tmp_path_factory.mktemp("hardening") / "batch")
     target = root / UNREADABLE[0] / UNREADABLE[1]
@@ -105,14 +128,7 @@ def bad_batch_run(tmp_path_factory):
         if hasattr(os, "geteuid") and os.geteuid() != 0:
             target.chmod(0)
         else:
-            real_open = open
-
-            def deny(path, *a, **kw):
-                if Path(path) == target:
-                    raise PermissionError(13, "Permission denied", str(path))
-                return real_open(path, *a, **kw)
-
-            mp.setattr(loader, "open", deny, raising=False)
+            deny_reading(mp, target)
         try:
             result = invoke_run(args)
         finally:

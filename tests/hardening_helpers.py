@@ -4,16 +4,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image
+
+from conftest import png_header_only
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -32,15 +32,6 @@ def copy_examples(root: Path) -> Path:
     for name in GOOD:
         shutil.copytree(EXAMPLES / name, root / name)
     return root
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height but carries almost no data (a decompression bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 def _recode(folder: Path, convert) -> None:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
-from conftest import write_challenge_patient, write_png
+from conftest import deny_reading, png_header_only, write_challenge_patient, write_png
 from study import loader
 from study.errors import StudyError
 from study.levels import CANAL_POSITIONS, IMAGE_SIZE, SAGITTAL_SLICES, axial_file_stem
@@ -47,15 +45,6 @@ def png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height but carries almost no data (a decompression bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,15 +312,8 @@ def test_a_folder_where_an_image_should_be(patient_dir):
 
 def test_unreadable_file(patient_dir, monkeypatch):
     target = patient_dir / "sag" / "6.png"
-    real_open = open
-
-    def deny(path, *args, **kwargs):
-        if Path(path) == target:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
-
     # Tests may run as root, where chmod does not stop reads; simulate the OS refusing instead.
-    monkeypatch.setattr(loader, "open", deny, raising=False)
+    deny_reading(monkeypatch, target)
     with pytest.raises(StudyError) as info:
         load_study(patient_dir)
     assert_names(info.value, "p001", "6.png")
