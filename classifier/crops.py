@@ -198,7 +198,11 @@ class CropWindow:
         return np.stack([c - ax - ay, c + ax - ay, c + ax + ay, c - ax + ay])
 
     def sample(self, image: np.ndarray, size: int) -> np.ndarray:
-        """Resample the window to size x size (bilinear, zero outside the image). image: (H, W) or (C, H, W)."""
+        """Resample the window to size x size (bilinear, zero outside the image).
+
+        image: (H, W) -> (size, size); or (H, W, C) channels-last, C <= 4 (cv2's layout; convert a stack
+        once, not per window) -> (C, size, size).
+        """
         scale = self.side / size
         ax, ay = np.array(self.x_axis) * scale, np.array(self.y_axis) * scale
         origin = np.array([self.cx, self.cy]) - (ax + ay) * (size - 1) / 2
@@ -206,9 +210,7 @@ class CropWindow:
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         if image.ndim == 2:
             return cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
-        # cv2 warps up to 4 channels at once in HWC layout.
-        hwc = np.ascontiguousarray(np.moveaxis(image, 0, -1))
-        out = cv2.warpAffine(hwc, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
+        out = cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         return np.moveaxis(out.reshape(size, size, -1), -1, 0)
 
     def jittered(self, rng: np.random.Generator, shift_px: float, scale: float, rotate_deg: float) -> "CropWindow":
@@ -309,7 +311,7 @@ def make_level_crops(study: Study, boxes: LevelBoxes, cfg: ClassifierConfig = Cl
                      rng: Optional[np.random.Generator] = None) -> LevelCrops:
     """Crops of every position of one patient; `rng` adds training jitter, `canal` reuses findings."""
     canal = dict(canal) if canal is not None else find_canals(study)
-    stack = study.sagittal_stack().astype(np.float32)
+    stack = np.ascontiguousarray(np.moveaxis(study.sagittal_stack().astype(np.float32), 0, -1))  # (H, W, 3)
     sag_windows = sagittal_windows(boxes, cfg)
     n = len(CANAL_POSITIONS)
     sag = np.zeros((n, 3, cfg.sag_size, cfg.sag_size), np.float32)

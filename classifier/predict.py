@@ -1,10 +1,14 @@
-"""Inference: the LevelGrades hand-off and a Classifier that loads its weights once and grades batches of patients."""
+"""Inference: the LevelGrades hand-off and a Classifier that loads its weights once and grades batches of patients.
+
+On the CPU the network is loaded from its traced copy (classifier.torchscript, release/traced.py) when that
+matches classifier.pt, so a run needs no timm (nor the torchvision it imports); otherwise it is built with timm.
+"""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -18,11 +22,14 @@ from .config import ClassifierConfig
 from .crops import LevelCrops, make_level_crops
 from .data import batch_tensors
 from .decision import apply_priors
-from .model import GradeNet
+
+if TYPE_CHECKING:
+    from .model import GradeNet
 
 PathLike = Union[str, Path]
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "classifier"
 WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "classifier.pt", "classifier.json", "MODEL_CARD.md"
+TRACED_FILE = "classifier.torchscript"   # the same network, traced (release/traced.py)
 FORMAT_VERSION = 1
 
 
@@ -57,10 +64,34 @@ def pick_device(device: Optional[str] = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _network(weights_path: Path, cfg: ClassifierConfig) -> "GradeNet":
+    """The grading network built with timm from its state_dict (read with weights_only=True)."""
+    from .model import GradeNet
+    model = GradeNet(cfg)
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def export_traced(weights_dir: PathLike) -> Path:
+    """Write weights_dir/classifier.torchscript, the traced copy of classifier.pt that `run` loads on the CPU."""
+    from release.traced import save_traced
+
+    weights_dir = Path(weights_dir)
+    cfg = ClassifierConfig.from_dict(json.loads((weights_dir / CONFIG_FILE).read_text(encoding="utf-8"))["config"])
+    g = torch.Generator().manual_seed(0)
+    n = len(CANAL_POSITIONS)
+
+    def batch(b: int) -> tuple:
+        return (torch.randn(b, n, 3, cfg.sag_size, cfg.sag_size, generator=g),
+                torch.randn(b, n, 1, cfg.ax_size, cfg.ax_size, generator=g), torch.rand(b, n, generator=g) > 0.2)
+    return save_traced(_network(weights_dir / WEIGHTS_FILE, cfg), batch(4), [batch(1), batch(9)],
+                       weights_dir / WEIGHTS_FILE, weights_dir / TRACED_FILE)
+
+
 class Classifier:
     """Trained grading network plus its config and decision priors, loaded once from a weights folder."""
 
-    def __init__(self, model: GradeNet, cfg: ClassifierConfig, device: Optional[str] = None, meta: Optional[dict] = None):
+    def __init__(self, model: "GradeNet", cfg: ClassifierConfig, device: Optional[str] = None, meta: Optional[dict] = None):
         self.cfg = cfg
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
@@ -84,10 +115,11 @@ class Classifier:
         if threads:
             torch.set_num_threads(threads)
         cfg = ClassifierConfig.from_dict(meta["config"])
-        model = GradeNet(cfg)
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        return Classifier(model, cfg, device, meta)
+        model = None
+        if pick_device(device).type == "cpu":
+            from release.traced import load_traced
+            model = load_traced(weights_dir / TRACED_FILE, weights_path)
+        return Classifier(model if model is not None else _network(weights_path, cfg), cfg, device, meta)
 
     def crops(self, study: Study, boxes: LevelBoxes) -> LevelCrops:
         return make_level_crops(study, boxes, self.cfg)

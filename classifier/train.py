@@ -28,7 +28,7 @@ from .decision import tune_priors
 from .model import GradeNet
 from study.splits import split_key
 from synth.variants import keeps_real_grades
-from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, pick_device, sha256_of
+from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, export_traced, pick_device, sha256_of
 
 PathLike = Union[str, Path]
 
@@ -277,3 +277,4 @@ def save_weights(out_dir: Path, model: GradeNet, meta: Dict[str, object]) -> Non
     meta = {**meta, "weights_sha256": sha256_of(weights)}
     atomic_write(out_dir / CONFIG_FILE,
                   lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+    export_traced(out_dir)

@@ -1,4 +1,8 @@
-"""Inference: a Detector loads the weights once, batches slices through YOLO and returns LevelBoxes."""
+"""Inference: a Detector loads the weights once, batches slices through YOLO and returns LevelBoxes.
+
+On the CPU the network is loaded from its traced copy (best.torchscript, release/traced.py) when that
+matches best.pt, so a run needs neither ultralytics nor torchvision; otherwise it is built with ultralytics.
+"""
 from __future__ import annotations
 
 import json
@@ -9,7 +13,6 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 import torch
-import torchvision
 
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
 from study.study import Study
@@ -24,6 +27,7 @@ PathLike = Union[str, Path]
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS_DIR = ROOT / "weights" / "detector"
 WEIGHTS_FILE = "best.pt"
+TRACED_FILE = "best.torchscript"   # the same network, traced (release/traced.py)
 CONFIG_FILE = "config.json"
 
 
@@ -81,13 +85,18 @@ class Detector:
         cfg = from_dict(DetectorConfig, cfg_dict)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        network = None
+        if torch.device(device).type == "cpu":
+            from release.traced import load_traced
+            network = load_traced(weights_dir / TRACED_FILE, pt)
         refiner = None
         if cfg.refine and (weights_dir / REFINE_FILE).is_file():
             from .refine import Refiner
             refiner = Refiner.load(weights_dir / REFINE_FILE, cfg)
         elif cfg.refine:
             cfg = replace(cfg, refine=False)  # weights without a refiner (e.g. trained with refine off)
-        return cls(load_network(pt), cfg, device, source=str(pt), refiner=refiner)
+        return cls(network if network is not None else load_network(pt), cfg, device, source=str(pt),
+                   refiner=refiner)
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -107,7 +116,7 @@ class Detector:
         result = []
         for i in range(n):
             p = pred[i].T
-            xyxy = torchvision.ops.box_convert(p[:, :4], "cxcywh", "xyxy") * scale
+            xyxy = torch.cat([p[:, :2] - p[:, 2:4] / 2, p[:, :2] + p[:, 2:4] / 2], 1) * scale
             scores = p[:, 4:]
             nv = self._n_vert_classes
             result.append((self._pool(xyxy, scores[:, :nv]), self._pool(xyxy, scores[:, nv:])))
@@ -120,7 +129,7 @@ class Detector:
         xyxy, scores, best = xyxy[keep], scores[keep], best[keep]
         # Class-agnostic NMS: a box that looks like both C4 and C5 stays one candidate with both scores,
         # and the assignment, not the NMS, decides which level it is.
-        idx = torchvision.ops.nms(xyxy, best, cfg.nms_iou)[: cfg.max_candidates]
+        idx = nms(xyxy, best, cfg.nms_iou)[: cfg.max_candidates]
         return Candidates(xyxy[idx].numpy().astype(np.float64), scores[idx].numpy().astype(np.float64))
 
     def predict(self, study: Study) -> LevelBoxes:
@@ -152,6 +161,53 @@ class Detector:
                     return dict(zip(order, done))
             out.append(assemble(pid, vert, disc, self.config, refine))
         return out
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression as torchvision.ops.nms (same float32 IoU, kept when IoU <= threshold):
+    indices of the kept boxes by decreasing score. Here so that inference needs no torchvision."""
+    if len(boxes) == 0:
+        return torch.empty(0, dtype=torch.long)
+    order = torch.argsort(scores, descending=True, stable=True)
+    b = boxes[order]
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    wh = (torch.minimum(b[:, None, 2:], b[None, :, 2:]) - torch.maximum(b[:, None, :2], b[None, :, :2])).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    over = (inter / (area[:, None] + area[None, :] - inter) > iou_threshold).numpy()
+    suppressed = np.zeros(len(b), bool)
+    keep = []
+    for i in range(len(b)):
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= over[i]
+    return order[torch.tensor(keep, dtype=torch.long)]
+
+
+class _FirstOutput(torch.nn.Module):
+    """The network's prediction tensor alone (ultralytics returns it with the raw head maps in eval mode)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+
+def export_traced(weights_dir: PathLike) -> Path:
+    """Write weights_dir/best.torchscript, the traced copy of best.pt that `run` loads on the CPU."""
+    from release.traced import save_traced
+
+    weights_dir = Path(weights_dir)
+    meta = json.loads((weights_dir / CONFIG_FILE).read_text()) if (weights_dir / CONFIG_FILE).is_file() else {}
+    size = from_dict(DetectorConfig, dict(meta.get("detector", {}))).imgsz
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n: int) -> tuple:
+        return (torch.rand(n, 3, size, size, generator=g),)
+    return save_traced(_FirstOutput(load_network(weights_dir / WEIGHTS_FILE)), batch(4), [batch(1), batch(7)],
+                       weights_dir / WEIGHTS_FILE, weights_dir / TRACED_FILE)
 
 
 def load_network(pt: PathLike) -> torch.nn.Module:

@@ -19,7 +19,7 @@ from study.splits import split_key
 from .config import DetectorConfig, TrainConfig, to_dict
 from .dataset import DatasetInfo, build_dataset
 from .metrics import DetectorMetrics, evaluate_folder
-from .predict import WEIGHTS_FILE, Detector, write_weights_config
+from .predict import WEIGHTS_FILE, Detector, export_traced, write_weights_config
 from .yolo_env import configure, yolo
 
 PathLike = Union[str, Path]
@@ -170,6 +170,7 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
                                     verbose=verbose)
         train_seconds += refine_info["seconds"]
     write_weights_config(out_dir, config, {"train": to_dict(tc)})
+    export_traced(out_dir)
     return report(out_dir, info, layout_dir, boxes_file, config, tc, train_seconds, eval_sets, data_description,
                   card_sections, real_check, verbose, exclude, command)
 

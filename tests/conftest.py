@@ -1,6 +1,7 @@
 """Shared test setup: the repo root on sys.path and a writer of tiny challenge-layout patients."""
 from __future__ import annotations
 
+import os
 import struct
 import sys
 import zlib
@@ -16,6 +17,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from study.levels import CANAL_POSITIONS, IMAGE_SIZE, SAGITTAL_SLICES, axial_file_stem  # noqa: E402
+
+# The environment this session started with, kept for child interpreters that must start as a user's `run`
+# does: importing ultralytics (which some tests do) writes OMP_NUM_THREADS=1 into os.environ, and a child
+# inheriting it runs torch on one thread, which changes the last digit of some measured values.
+PRISTINE_ENV = dict(os.environ)
 
 
 def write_png(path: Path, array: np.ndarray) -> Path:

@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 from PIL import Image
 
-from conftest import png_header_only
+from conftest import PRISTINE_ENV, png_header_only
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -121,21 +122,28 @@ def read_outputs(out: Path, exit_code: int, output: str, exception=None) -> RunO
                      (out / "report.html").read_text(encoding="utf-8"), exception)
 
 
+@lru_cache(maxsize=1)
+def fresh_torch_threads() -> int:
+    """torch's thread count in a fresh interpreter started with the session's original environment."""
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"], env=PRISTINE_ENV,
+                         capture_output=True, text=True, check=True, timeout=120)
+    return int(out.stdout.strip())
+
+
 def invoke_run(args: List[str]) -> RunOutput:
     """`pipeline.py run ARGS` in this process (click's CliRunner); ARGS must hold --out.
 
-    The run gets the torch thread count a fresh `pipeline.py run` starts with (detector.yolo_env.configure):
-    earlier tests in this process may have set another (training tests use 1), and the last digit of the
-    measured values in a report depends on it. The previous count is restored afterwards.
+    The run gets the torch thread count a fresh `pipeline.py run` starts with (FRESH_TORCH_THREADS): earlier
+    tests in this process may have set another (training tests use 1), and the last digit of the measured
+    values in a report depends on it. The previous count is restored afterwards.
     """
     import torch
     from click.testing import CliRunner
 
-    from detector.yolo_env import configure
     from pipeline import cli
 
     before = torch.get_num_threads()
-    configure()
+    torch.set_num_threads(fresh_torch_threads())
     try:
         res = CliRunner().invoke(cli, ["run", *args])
     finally:
@@ -174,7 +182,7 @@ ALLOWED_PROGRAMS = ("ldconfig",)
 
 def audited(args: List[str], log: Path, **popen_kwargs) -> subprocess.Popen:
     """`python pipeline.py ARGS` in a fresh interpreter with the audit hook installed first."""
-    env = dict(os.environ, AUDIT_LOG=str(log))
+    env = dict(PRISTINE_ENV, AUDIT_LOG=str(log))
     return subprocess.Popen([sys.executable, "-c", RUN_PIPELINE, *args], cwd=ROOT, env=env, **popen_kwargs)
 
 
