@@ -42,10 +42,15 @@ def validate(input_dir: Path):
 @click.option("--variant", type=click.Choice(["rare", "poor"]), default=None,
               help="Render label variants of the --boxes geometries instead: 'rare' (one protrusion made an "
                    "extrusion, ids '{id}~rare') or 'poor' (poor alignment drawn as a listhesis, ids '{id}~poor').")
-def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant):
+@click.option("--draw-curvature", is_flag=True,
+              help="With --boxes: bend a geometry whose curve lies outside its curvature label's band into it "
+                   "(C3-C6 bowed, C2-C7 line kept), so every label is drawn by its definition; the bends are "
+                   "noted in phantom.json. Without it the geometry is kept as read, with the readers' label.")
+def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant, draw_curvature):
     """Render phantom patients in the challenge layout, with labels.json and boxes.json."""
     from synth.cli import synth_command
-    sys.exit(synth_command(out_dir, n_patients, seed, boxes_file, labels_file, variant=variant))
+    sys.exit(synth_command(out_dir, n_patients, seed, boxes_file, labels_file, variant=variant,
+                           draw_curvature=draw_curvature))
 
 
 @cli.command()

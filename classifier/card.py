@@ -74,7 +74,8 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"- Seed {tr['seed']}; {tr['seconds'] / 60:.1f} min on {tr['device']} with {tr['threads']} threads; git commit "
         f"{tr['git_commit']}; torch {tr['torch']}, timm {tr['timm']}, Python {tr['python']}.",
         f"- Weights sha256 `{meta.get('weights_sha256')}` (classifier.pt: plain state_dict, "
-        "`torch.load(..., weights_only=True)`).",
+        "`torch.load(..., weights_only=True)`). `classifier.torchscript`: the same network traced, bound to that "
+        "sha256; `run` loads it on the CPU so it needs no timm (`release/traced.py`).",
         f"- Full config: `classifier.json` → `config`; per-epoch history: `classifier.json` → `history`.",
         "",
         "## Retrain",

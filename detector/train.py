@@ -19,7 +19,7 @@ from study.splits import split_key
 from .config import DetectorConfig, TrainConfig, to_dict
 from .dataset import DatasetInfo, build_dataset
 from .metrics import DetectorMetrics, evaluate_folder
-from .predict import WEIGHTS_FILE, Detector, export_traced, write_weights_config
+from .predict import TRACED_FILE, WEIGHTS_FILE, Detector, export_traced, write_weights_config
 from .yolo_env import configure, yolo
 
 PathLike = Union[str, Path]
@@ -245,7 +245,8 @@ def write_model_card(out_dir: Path, result: TrainResult, config: DetectorConfig,
         f"- Written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, git commit {git_commit()}",
         f"- Network: {config.model_yaml} built from its .yaml (no pretrained weights), {len(config.names)} classes "
         f"({config.class_design}: {', '.join(config.names)}), input {config.imgsz}x{config.imgsz}, "
-        f"{pt.stat().st_size / 1e6:.1f} MB",
+        f"{pt.stat().st_size / 1e6:.1f} MB; `{TRACED_FILE}` is the same network traced, which `run` loads on the "
+        "CPU so it needs neither ultralytics nor torchvision (`release/traced.py`)",
         f"- Training: {result.epochs} epochs"
         f"{f' (fitted by ultralytics to a {tc.minutes:g}-min budget)' if tc.minutes else ''}, batch {tc.batch}, "
         f"{tc.optimizer} lr0 {tc.lr0}, seed {tc.seed}, device {_device_words(tc)}, "

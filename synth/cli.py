@@ -18,11 +18,16 @@ DEFAULT_N = 10
 
 
 def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_file: Optional[Path],
-                  labels_file: Optional[Path], workers: Optional[int] = None, variant: Optional[str] = None) -> int:
+                  labels_file: Optional[Path], workers: Optional[int] = None, variant: Optional[str] = None,
+                  draw_curvature: bool = False) -> int:
     """Render phantoms; returns the exit code: 0 all written, 1 some patients skipped (listed in
     phantom.json and on stderr), 2 bad arguments or input files."""
     if (boxes_file is None) != (labels_file is None):
         click.echo("error: --boxes and --labels go together", err=True)
+        return 2
+    if draw_curvature and boxes_file is None:
+        click.echo("error: --draw-curvature bends real geometries: give --boxes and --labels "
+                   "(built-in phantoms always draw curvature in its band)", err=True)
         return 2
     if variant is not None and boxes_file is None:
         click.echo("error: --variant renders variants of real geometries: give --boxes and --labels", err=True)
@@ -32,8 +37,9 @@ def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_fil
         return 2
     try:
         if boxes_file is not None:
-            specs = real_geometry_specs(boxes_file, labels_file, n_patients)
-            mode = f"real geometry from {boxes_file.name} + {labels_file.name}"
+            specs = real_geometry_specs(boxes_file, labels_file, n_patients, draw_curvature)
+            mode = f"real geometry from {boxes_file.name} + {labels_file.name}" + (
+                ", curvature drawn in its label's band" if draw_curvature else "")
             if variant is not None:
                 specs = variant_specs(variant, specs, seed)
                 mode = f"{VARIANTS[variant]} of {boxes_file.name} + {labels_file.name}"

@@ -17,7 +17,7 @@ from study.errors import InputError
 from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem
 
 from .render import RenderedPatient, render_patient
-from .statistical_model import sample_patient
+from .statistical_model import bend_into_band, sample_patient
 
 GENERATOR_VERSION = "1"
 LABELS_FILE, BOXES_FILE, META_FILE = "labels.json", "boxes.json", "phantom.json"
@@ -36,6 +36,7 @@ class PhantomSpec:
     boxes: PatientBoxes
     labels: PatientLabels
     notes: Tuple[str, ...] = ()
+    problem: Optional[str] = None   # why this patient cannot be rendered as asked (it is skipped)
 
 
 def builtin_specs(n: int, seed: int) -> List[PhantomSpec]:
@@ -73,8 +74,14 @@ def repair_outlier_boxes(boxes: PatientBoxes) -> Tuple[PatientBoxes, List[str]]:
     return PatientBoxes(boxes.patient_id, fixed), notes
 
 
-def real_geometry_specs(boxes_file: Path, labels_file: Path, n: Optional[int]) -> List[PhantomSpec]:
-    """Patients with the geometry and labels of a challenge box + label file, in box-file order."""
+def real_geometry_specs(boxes_file: Path, labels_file: Path, n: Optional[int],
+                        draw_curvature: bool = False) -> List[PhantomSpec]:
+    """Patients with the geometry and labels of a challenge box + label file, in box-file order.
+
+    draw_curvature: bend a geometry whose curve lies outside its curvature label's band into it
+    (statistical_model.bend_into_band), so that the phantom draws that label by its definition too;
+    phantom.json notes every bend. Off, the geometry is kept as read, with the readers' label.
+    """
     contents = read_box_file(boxes_file)
     if contents.errors:
         raise InputError(f"{len(contents.errors)} patient(s) with bad boxes, first: {contents.errors[0]}",
@@ -83,6 +90,13 @@ def real_geometry_specs(boxes_file: Path, labels_file: Path, n: Optional[int]) -
     specs = []
     for i, b in enumerate(p for p in contents.patients if p.patient_id in labels):
         repaired, notes = repair_outlier_boxes(b)
+        if draw_curvature:
+            try:
+                repaired, bend = bend_into_band(repaired, labels[b.patient_id].curvature)
+                notes += [bend] if bend else []
+            except ValueError as e:  # rendered as read, its label would not be drawn: skipped, with the reason
+                specs.append(PhantomSpec(i, repaired, labels[b.patient_id], tuple(notes), problem=str(e)))
+                continue
         specs.append(PhantomSpec(i, repaired, labels[b.patient_id], tuple(notes)))
     if not specs:
         raise InputError("no patient id appears in both the box file and the label file", path=boxes_file)
@@ -109,6 +123,8 @@ def write_patient(out_dir: Path, rendered: RenderedPatient) -> None:
 
 def _render_and_write(args: Tuple[PhantomSpec, int, Path]):
     spec, seed, out_dir = args
+    if spec.problem:
+        return None, None, {"id": spec.labels.patient_id, "skipped": spec.problem}
     try:
         r = render_spec(spec, seed)
         write_patient(out_dir, r)

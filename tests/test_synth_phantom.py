@@ -225,3 +225,66 @@ def test_synth_rejects_half_a_geometry(tmp_path, cervai_dir):
     res = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path / "x"), "--boxes",
                                    str(cervai_dir / "train_boxes.json")])
     assert res.exit_code == 2 and "go together" in res.output
+
+
+# ------------------------------------------------------------------------------------------------
+# --draw-curvature: a real geometry whose curve contradicts its label is bent into the label's band
+# ------------------------------------------------------------------------------------------------
+def _contradicting_geometry(tmp_path: Path):
+    """Box and label files of two built-in patients, the first relabelled to a curvature its curve lies outside."""
+    from dataclasses import replace
+
+    from study.challenge import write_box_file, write_labels
+    from synth.statistical_model import curvature_band, curve_measure
+    specs = builtin_specs(2, 11)
+    definition = load_model()["curvature_definition"]
+    first = specs[0]
+    wrong = next(c for c in (2, 0, 1) if not (lambda b: b[0] <= curve_measure(first.boxes) < b[1])(
+        curvature_band(c, definition)))
+    labels = [replace(first.labels, curvature=wrong), specs[1].labels]
+    write_box_file(tmp_path / "boxes.json", [s.boxes for s in specs])
+    write_labels(tmp_path / "labels.json", labels)
+    return tmp_path / "boxes.json", tmp_path / "labels.json", labels
+
+
+def test_bend_into_band_moves_the_curve_and_nothing_else():
+    from synth.statistical_model import BEND_MARGIN, bend_into_band, curvature_band, curve_measure
+    definition = load_model()["curvature_definition"]
+    boxes, labels = sample_patient(np.random.default_rng(4), "p")
+    assert bend_into_band(boxes, labels.curvature, definition) == (boxes, None)   # in its band: untouched
+    for wrong in (c for c in range(3) if c != labels.curvature):
+        bent, note = bend_into_band(boxes, wrong, definition)
+        lo, hi = curvature_band(wrong, definition)
+        index, start = curve_measure(bent), curve_measure(boxes)
+        target = lo + BEND_MARGIN if start < lo else hi - BEND_MARGIN   # just inside, from the side it came
+        assert abs(index - target) < 0.1 and lo <= index < hi and note and "outside" in note
+        for s in SAGITTAL_SLICES:
+            for lv in VERTEBRAE:
+                a, b = boxes.boxes[s][lv], bent.boxes[s][lv]
+                assert (a.y1, a.y2) == (b.y1, b.y2) and abs(a.width - b.width) < 1e-9   # sideways only
+                if lv in ("C2", "C7"):
+                    assert a == b   # the C2-C7 line stays
+
+
+def test_draw_curvature_renders_the_label_visibly(tmp_path):
+    from synth.generate import real_geometry_specs
+    from synth.statistical_model import curvature_band, curve_measure
+    boxes_file, labels_file, labels = _contradicting_geometry(tmp_path)
+    as_read = real_geometry_specs(boxes_file, labels_file, None)
+    drawn = real_geometry_specs(boxes_file, labels_file, None, draw_curvature=True)
+    assert [s.notes for s in as_read] == [(), ()]
+    assert "outside" in drawn[0].notes[-1] and drawn[1].notes == () and drawn[1].boxes == as_read[1].boxes
+    out_labels, out_boxes, skipped = generate(tmp_path / "out", drawn[:1], 0, "test")
+    assert not skipped and out_labels == labels[:1]
+    # The boxes measured on the rendered images put the curve in the label's band.
+    lo, hi = curvature_band(labels[0].curvature, load_model()["curvature_definition"])
+    assert lo <= curve_measure(out_boxes[0]) < hi
+    meta = json.loads((tmp_path / "out" / "phantom.json").read_text())
+    assert "outside" in meta["patients"][0]["geometry_repairs"][-1]
+
+
+def test_draw_curvature_needs_real_geometry(tmp_path):
+    from click.testing import CliRunner
+    from pipeline import cli
+    res = CliRunner().invoke(cli, ["synth", "--out", str(tmp_path / "x"), "--draw-curvature"])
+    assert res.exit_code == 2 and "--boxes" in res.output
