@@ -85,8 +85,32 @@ def _wall_line(image: np.ndarray, box: Box) -> Tuple[float, float, float]:
     return float(a), float(b), float(np.mean(gs[ok][keep]))
 
 
+def _displacements(mx: np.ndarray, slope: np.ndarray, cy: np.ndarray, height: np.ndarray, depth: float):
+    """Per body C3-C6 (over body depth, posterior positive): its mid-wall off the line through its
+    neighbours' mid-walls at its height ('bump'), and that bump beyond the mean of the neighbours' bumps
+    ('listhesis', a matched filter for the -1/2, 1, -1/2 pattern); per disc: the gap between the wall
+    lines' ends across it, less the median gap.
+
+    A body displaced by d gives bump d with bumps of about -d/2 at both neighbours (listhesis 1.5 d); a bend
+    of the column at one body gives one bump with none beside it. Interpolating at the bodies' heights,
+    unlike the disc steps, ignores uneven spacing of a tilted column.
+    """
+    post = -ANTERIOR_SIGN_X
+    bump = np.full(len(VERTEBRAE), math.nan)
+    for k in range(1, len(VERTEBRAE) - 1):
+        t = (cy[k] - cy[k - 1]) / (cy[k + 1] - cy[k - 1])
+        bump[k] = post * (mx[k] - (mx[k - 1] + t * (mx[k + 1] - mx[k - 1]))) / depth
+    # C2 and C7 have no bump (no neighbour on one side): they count as in line, so C3 and C6 are scored alike.
+    padded = np.nan_to_num(bump, nan=0.0)
+    listhesis = np.array([bump[k] - (padded[k - 1] + padded[k + 1]) / 2 for k in range(1, len(VERTEBRAE) - 1)])
+    ends = np.array([post * ((mx[k + 1] - slope[k + 1] * height[k + 1] / 2) - (mx[k] + slope[k] * height[k] / 2))
+                     / depth for k in range(len(DISCS))])
+    return bump[1:-1], listhesis, ends - np.median(ends)
+
+
 def _slice_measures(image: np.ndarray, boxes_on_slice: Mapping[str, Box], padding_px: float):
-    """Per-disc step residuals, mean wall-to-box offset and mean edge contrast of one sagittal slice."""
+    """Per-disc step residuals, body displacements (see _displacements), mean wall-to-box offset and mean
+    edge contrast of one sagittal slice."""
     image = np.asarray(image, dtype=float)
     if image.ndim != 2:
         raise ValueError(f"sagittal image must be 2-D, got shape {image.shape}")
@@ -101,10 +125,17 @@ def _slice_measures(image: np.ndarray, boxes_on_slice: Mapping[str, Box], paddin
     # (what the curve explains). Comparing per-body wall slopes instead was tried on phantoms and is too
     # noisy over ~15 rows (AUC 0.65 vs 0.86 for poor alignment).
     res = step_residuals(mx) * post / depth if np.isfinite(mx).all() else np.full(len(DISCS), math.nan)
+    if np.isfinite(mx).all():
+        slope = np.array([ln[1] for ln in lines])
+        moved = _displacements(mx, slope, np.array([boxes[lv].cy for lv in VERTEBRAE]),
+                               np.array([boxes[lv].height for lv in VERTEBRAE]), depth)
+    else:
+        moved = (np.full(len(VERTEBRAE) - 2, math.nan), np.full(len(VERTEBRAE) - 2, math.nan),
+                 np.full(len(DISCS), math.nan))
     box_post = np.array([boxes[lv].x2 if ANTERIOR_SIGN_X < 0 else boxes[lv].x1 for lv in VERTEBRAE])
     off = post * (mx - box_post) / depth
     contrast = np.array([ln[2] for ln in lines]) / span
-    return (res, float(np.nanmean(off)) if np.isfinite(off).any() else math.nan,
+    return (res, moved, float(np.nanmean(off)) if np.isfinite(off).any() else math.nan,
             float(np.nanmean(contrast)) if np.isfinite(contrast).any() else math.nan)
 
 
@@ -119,24 +150,34 @@ def image_features(sagittal_images: Mapping[int, np.ndarray], boxes: Mapping[int
     step is the median over the slices that measured it (a 2-3 px step against single-slice noise).
     Columns: image_posterior_step_{disc} (jump of the mid-wall position at the disc beyond what the
     neighbouring jumps explain; posterior positive, over mean body depth), their max |.|, the number of
-    slices measured, the mean offset of the image wall from the box edge and the mean edge contrast.
-    A step no slice could measure gives NaN columns (LightGBM treats them as missing).
+    slices measured; per body C3-C6 image_wall_bump_{level} and image_wall_listhesis_{level}, per disc
+    image_wall_end_gap_{disc} (see _displacements), each with its max |.|; the mean offset of the image
+    wall from the box edge and the mean edge contrast. A measure no slice could make gives NaN columns
+    (LightGBM treats them as missing).
     """
     per_slice = [_slice_measures(sagittal_images[s], boxes[s], padding_px)
                  for s in SAGITTAL_SLICES if s in sagittal_images and s in boxes]
     if not per_slice:
         raise ValueError(f"no sagittal slice with both an image and boxes (slices {SAGITTAL_SLICES})")
-    res = np.array([r for r, _, _ in per_slice])            # (slices, discs)
+    res = np.array([r for r, _, _, _ in per_slice])            # (slices, discs)
     measured = np.isfinite(res).all(axis=1)
-    step = np.median(res[measured], axis=0) if measured.any() else np.full(len(DISCS), math.nan)
+
+    def median(rows: np.ndarray) -> np.ndarray:
+        return np.median(rows[measured], axis=0) if measured.any() else np.full(rows.shape[1], math.nan)
     feats: Dict[str, float] = {}
-    for d, r in zip(DISCS, step):
-        feats[f"image_posterior_step_{d}"] = float(r)
-    feats["image_posterior_step_max"] = float(np.abs(step).max()) if measured.any() else math.nan
-    feats["image_step_slices"] = float(measured.sum())
-    offs = [o for _, o, _ in per_slice if math.isfinite(o)]
+    for prefix, names, values in (
+            ("image_posterior_step", DISCS, median(res)),
+            ("image_wall_bump", VERTEBRAE[1:-1], median(np.array([m[0] for _, m, _, _ in per_slice]))),
+            ("image_wall_listhesis", VERTEBRAE[1:-1], median(np.array([m[1] for _, m, _, _ in per_slice]))),
+            ("image_wall_end_gap", DISCS, median(np.array([m[2] for _, m, _, _ in per_slice])))):
+        for name, v in zip(names, values):
+            feats[f"{prefix}_{name}"] = float(v)
+        feats[f"{prefix}_max"] = float(np.abs(values).max()) if measured.any() else math.nan
+        if prefix == "image_posterior_step":
+            feats["image_step_slices"] = float(measured.sum())
+    offs = [o for _, _, o, _ in per_slice if math.isfinite(o)]
     feats["image_wall_box_offset_mean"] = float(np.mean(offs)) if offs else math.nan
-    cons = [c for _, _, c in per_slice if math.isfinite(c)]
+    cons = [c for _, _, _, c in per_slice if math.isfinite(c)]
     feats["image_wall_contrast"] = float(np.mean(cons)) if cons else math.nan
     return feats
 

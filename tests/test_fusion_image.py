@@ -82,10 +82,43 @@ def test_listhesis_step_found_at_its_disc():
     assert f["image_posterior_step_max"] > 0.15
 
 
+def test_one_displaced_body_is_a_listhesis_pattern():
+    """One body moved back by 4 px: its wall sits 4 px off its neighbours' line, and they half as much the
+    other way. (On a straight column: a bow adds its own small bump, about 0.9 px at C4 for arc(5).)"""
+    boxes = column()
+    drawn = dict(boxes)
+    c4 = boxes["C4"]
+    drawn["C4"] = Box(c4.x1 + 4.0, c4.y1, c4.x2 + 4.0, c4.y2)
+    f = mid(draw_t2(drawn), boxes)
+    depth = 2 * HALF_DEPTH
+    assert f["image_wall_bump_C4"] == pytest.approx(4.0 / depth, abs=0.06)
+    assert f["image_wall_bump_C3"] == pytest.approx(-2.0 / depth, abs=0.06)
+    assert f["image_wall_bump_C5"] == pytest.approx(-2.0 / depth, abs=0.06)
+    listhesis = {lv: f[f"image_wall_listhesis_{lv}"] for lv in ("C3", "C4", "C5", "C6")}
+    assert max(listhesis, key=lambda lv: abs(listhesis[lv])) == "C4"
+    assert listhesis["C4"] == pytest.approx(6.0 / depth, abs=0.1)
+    assert f["image_wall_listhesis_max"] == pytest.approx(abs(listhesis["C4"]))
+    clean = mid(draw_t2(boxes), boxes)
+    assert clean["image_wall_bump_max"] < 0.05 and clean["image_wall_listhesis_max"] < 0.08
+
+
+def test_tilted_column_with_uneven_spacing_has_no_bump():
+    """The bumps interpolate at the bodies' heights: a straight tilted column whose C3 sits lower than
+    evenly spaced shows no displaced body, whatever its disc steps say."""
+    straight = column(tilt_deg=12.0)
+    c3 = straight["C3"]
+    dx, dy = 5.0 * math.tan(math.radians(12.0)), 5.0   # C3 5 px further down the same straight line
+    boxes = dict(straight, C3=Box(c3.x1 + dx, c3.y1 + dy, c3.x2 + dx, c3.y2 + dy))
+    f = mid(draw_t2(boxes), boxes)
+    assert f["image_wall_bump_max"] < 0.04
+    assert f["image_posterior_step_max"] > 2 * f["image_wall_bump_max"]
+
+
 def test_featureless_image_gives_nan_not_crash():
     boxes = column()
     f = mid(np.zeros((224, 224)), boxes)
     assert math.isnan(f["image_posterior_step_max"])
+    assert all(math.isnan(f[f"{m}_max"]) for m in ("image_wall_bump", "image_wall_listhesis", "image_wall_end_gap"))
 
 
 def test_rejects_non_2d_image():
