@@ -31,14 +31,14 @@ REQUIRED = ("image_posterior_step_max",)
 
 
 def load_sagittal(patient_dir: Path) -> Dict[int, np.ndarray]:
-    """The sagittal PNGs (slices 5, 6, 7 where present) of a challenge-layout patient folder, float in [0, 1]."""
-    from PIL import Image
+    """The sagittal PNGs (slices 5, 6, 7 where present) of a challenge-layout patient folder, read as `run`
+    reads them (study.loader.read_image: grey, [0, 1], 224 x 224); the axial images are not needed here."""
+    from study.loader import read_image
     out = {}
     for s in SAGITTAL_SLICES:
         path = patient_dir / "sag" / f"{s}.png"
         if path.is_file():
-            with Image.open(path) as im:
-                out[s] = np.asarray(im.convert("L"), dtype=float) / 255.0
+            out[s], _ = read_image(path, patient=patient_dir.name)
     return out
 
 
