@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 from study.challenge import read_box_file, read_labels, write_box_file, write_json_atomic, write_labels  # noqa: E402
 from study.splits import read_holdout, split_key  # noqa: E402
 
-from .metrics import ScoreReport, challenge_score  # noqa: E402
+from .metrics import ScoreReport, bootstrap_interval, challenge_score  # noqa: E402
 
 
 def holdout_view(data_dir: Path, ids: Set[str], view: Path) -> Tuple[Path, Path, List[str]]:
@@ -68,7 +68,9 @@ def end_to_end(data_dir: Path, holdout: Set[str], out_dir: Path, weights: Path, 
         pred = read_labels(run_out / "predictions.json")
         rep = challenge_score(truth, pred)
         errors = json.loads((run_out / "errors.json").read_text())
-        result["modes"][mode] = {**_summary(rep), "exit_code": code, "failed": len(errors),
+        lo, hi = bootstrap_interval(truth, pred)
+        result["modes"][mode] = {**_summary(rep), "score_interval_95": [round(lo, 4), round(hi, 4)],
+                                 "exit_code": code, "failed": len(errors),
                                  "seconds": json.loads((run_out / "run.json").read_text())["stage_seconds"]}
     write_json_atomic(out_dir / "e2e.json", result)
     (out_dir / "e2e.md").write_text(markdown(result), encoding="utf-8")
@@ -77,13 +79,17 @@ def end_to_end(data_dir: Path, holdout: Set[str], out_dir: Path, weights: Path, 
 
 def markdown(result: Dict[str, object]) -> str:
     modes = result["modes"]
-    tasks = [k for k in next(iter(modes.values())) if k not in ("score", "exit_code", "failed", "seconds")]
+    tasks = [k for k in next(iter(modes.values()))
+             if k not in ("score", "score_interval_95", "exit_code", "failed", "seconds")]
     lines = [f"End-to-end on {result['n_patients']} patients of {result['data']} (never trained on):", "",
-             "| boxes | challenge score | " + " | ".join(tasks) + " | failed |",
-             "|---|---|" + "---|" * len(tasks) + "---|"]
+             "| boxes | challenge score | 95 % interval | " + " | ".join(tasks) + " | failed |",
+             "|---|---|---|" + "---|" * len(tasks) + "---|"]
     for mode, m in modes.items():
-        lines.append(f"| {mode} | **{m['score']:.4f}** | " + " | ".join(f"{m[t]:.3f}" for t in tasks)
-                     + f" | {m['failed']} |")
+        lo, hi = m.get("score_interval_95", (float("nan"), float("nan")))
+        lines.append(f"| {mode} | **{m['score']:.4f}** | {lo:.3f}-{hi:.3f} | "
+                     + " | ".join(f"{m[t]:.3f}" for t in tasks) + f" | {m['failed']} |")
+    lines += ["", "95 % interval: percentiles of the score over 1000 resamples of the patients (bootstrap); "
+              "how far another draw of as many such patients could move it."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,7 +1,7 @@
 """The CervAI challenge score and its parts (confusion, per-class F1, macro-F1, PKU tables), numpy only."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -323,3 +323,27 @@ def challenge_score(truth: Sequence[PatientLabels], pred: Sequence[PatientLabels
         canal_levels=_level_results(CANAL_POSITIONS, t_canal, p_canal, len(CANAL_GRADES)),
         n_patients=len(truth), missing_ids=missing_ids, extra_ids=extra_ids,
     )
+
+
+def bootstrap_interval(truth: Sequence[PatientLabels], pred: Sequence[PatientLabels], n_resamples: int = 1000,
+                       level: float = 0.95, seed: int = 0) -> Tuple[float, float]:
+    """Percentile interval of the challenge score over the patients resampled with replacement.
+
+    It says how far the score could move with another draw of as many patients like these: with 5 %
+    poor alignment, 100 patients hold 5-6 poor ones, and each call moves that F1 by about 0.1. It says
+    nothing about other kinds of data. Patients without a prediction count as wrong, as in challenge_score.
+    """
+    if not truth:
+        raise ValueError("no ground-truth patients to score")
+    by_id = {p.patient_id: p for p in pred}
+    rng = np.random.default_rng(seed)
+    scores = []
+    for _ in range(n_resamples):
+        draw = [truth[i] for i in rng.integers(0, len(truth), len(truth))]
+        # each drawn copy gets its own id, so a patient drawn twice counts twice
+        t = [replace(p, patient_id=f"{p.patient_id}#{k}") for k, p in enumerate(draw)]
+        q = [replace(by_id[p.patient_id], patient_id=f"{p.patient_id}#{k}") for k, p in enumerate(draw)
+             if p.patient_id in by_id]
+        scores.append(challenge_score(t, q).score)
+    lo, hi = np.percentile(scores, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)

@@ -26,7 +26,9 @@ def test_scores_only_the_holdout_with_detector_and_oracle_boxes(tmp_path):
     for mode, run_dir in (("detector boxes (full pipeline)", "run_detector"), ("oracle boxes (--boxes)", "run_oracle")):
         m = result["modes"][mode]
         assert 0.0 <= m["score"] <= 1.0 and m["failed"] == 0
+        lo, hi = m["score_interval_95"]
+        assert lo <= m["score"] <= hi
         assert set(m) >= {"curvature", "alignment", "disc", "canal"}
         assert [p.patient_id for p in read_labels(tmp_path / "e2e" / run_dir / "predictions.json")] == ids
     table = (tmp_path / "e2e" / "e2e.md").read_text()
-    assert "2 patients of bundled examples" in table and "oracle boxes" in table
+    assert "2 patients of bundled examples" in table and "oracle boxes" in table and "95 % interval" in table

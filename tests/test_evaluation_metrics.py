@@ -14,7 +14,8 @@ if str(ROOT) not in sys.path:  # so plain `pytest` works as well as `python -m p
 from sklearn import metrics as skm  # noqa: E402
 
 from evaluation.metrics import (  # noqa: E402
-    MACRO_CLASS_SET, MISSING, TASK_WEIGHTS, ScoreReport, accuracy, challenge_score, confusion_matrix,
+    MACRO_CLASS_SET, MISSING, TASK_WEIGHTS, ScoreReport, accuracy, bootstrap_interval, challenge_score,
+    confusion_matrix,
     macro_classes, macro_f1, precision_recall_f1, unpredicted_counts,
 )
 from study.challenge import PatientLabels, read_labels  # noqa: E402
@@ -319,3 +320,41 @@ def test_train_labels_against_all_zeros(train_truth):
     for t in r.tasks:
         assert t.per_class[0].sensitivity == 1.0
         assert all(c.sensitivity == 0.0 for c in t.per_class[1:])
+
+
+# ----------------------------------------------------------------------------------------------
+# Bootstrap interval of the score over patients
+# ----------------------------------------------------------------------------------------------
+def _cohort(n: int, seed: int, flip: float):
+    """n random patients and predictions that differ from them in a fraction `flip` of the items."""
+    rng = np.random.default_rng(seed)
+    truth, pred = [], []
+    for i in range(n):
+        t = P(f"p{i}", int(rng.integers(3)), int(rng.random() < 0.2), [int(g) for g in rng.integers(0, 4, 5)],
+              [int(g) for g in rng.integers(0, 4, 11)])
+        q = P(f"p{i}", *(v if rng.random() > flip else int(rng.integers(3 if k == 0 else 2))
+                          for k, v in enumerate((t.curvature, t.alignment))),
+              [g if rng.random() > flip else int(rng.integers(4)) for g in t.disc_grades],
+              [g if rng.random() > flip else int(rng.integers(4)) for g in t.canal_grades])
+        truth.append(t)
+        pred.append(q)
+    return truth, pred
+
+
+def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_patients():
+    truth, pred = _cohort(200, 1, 0.3)
+    score = challenge_score(truth, pred).score
+    lo, hi = bootstrap_interval(truth, pred, n_resamples=200)
+    assert lo < score < hi
+    lo_small, hi_small = bootstrap_interval(truth[:20], pred[:20], n_resamples=200)
+    assert hi_small - lo_small > 1.5 * (hi - lo)   # about sqrt(10) wider with a tenth of the patients
+    assert bootstrap_interval(truth, pred, n_resamples=200) == (lo, hi)   # seeded: reproducible
+
+
+def test_bootstrap_interval_of_a_perfect_reading_and_of_missing_predictions():
+    truth, _ = _cohort(50, 2, 0.0)
+    assert bootstrap_interval(truth, truth, n_resamples=50) == (1.0, 1.0)
+    lo, hi = bootstrap_interval(truth, truth[:25], n_resamples=200)   # half the patients unread: wrong
+    assert hi < 0.9 and lo > 0.1
+    with pytest.raises(ValueError):
+        bootstrap_interval([], [])
