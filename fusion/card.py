@@ -37,7 +37,7 @@ def _image_head_lines(meta: Mapping[str, object]) -> list:
         return ["## Image alignment head", "Not trained: alignment comes from the geometry model above.", ""]
     cv = head.get("cv") or {}
     out = ["## Image alignment head (used by `run`, where the sagittal images are available)",
-           "A third booster (`alignment_image.lgb.txt`) on the geometry columns plus the posterior-wall steps",
+           "A third booster (`alignment_image.lgb.txt`) on the geometry columns plus the posterior-wall steps and body displacements",
            "measured on the image (`fusion.image_features`). It applies when those image columns are finite, and",
            "reports then name it as the alignment source; otherwise the geometry model above decides.",
            f"- Trained on: {head.get('data')}; {head.get('n_rows')} renders of {head.get('n_geometries')} geometries, "
