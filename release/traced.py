@@ -69,9 +69,14 @@ def load_traced(path: PathLike, source: PathLike) -> Optional[torch.jit.ScriptMo
     if not path.is_file():
         return None
     extra = {SOURCE_KEY: ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)   # "torch.jit.load is deprecated" (see the module note)
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)   # "torch.jit.load is deprecated" (see the module note)
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except (RuntimeError, ValueError, OSError) as e:
+        raise RuntimeError(f"{path}: not a readable traced network ({type(e).__name__}: {str(e)[:200]}); delete it "
+                           f"to build the network from {Path(source).name}, or rewrite it with "
+                           f"`python -m release.traced`") from None
     recorded = extra[SOURCE_KEY]
     recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
     if recorded != sha256_of(source):

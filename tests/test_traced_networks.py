@@ -87,6 +87,15 @@ def test_a_stale_or_missing_copy_is_ignored(tmp_path):
     assert not isinstance(Classifier.load(folder, "cpu").model, torch.jit.ScriptModule)
 
 
+def test_an_unreadable_copy_is_named(tmp_path):
+    source = tmp_path / "w.bin"
+    source.write_bytes(b"w")
+    bad = tmp_path / "net.torchscript"
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(RuntimeError, match="net.torchscript: not a readable traced network"):
+        load_traced(bad, source)
+
+
 def test_save_traced_refuses_a_copy_that_differs(tmp_path):
     class BatchDependent(torch.nn.Module):   # a Python branch on the batch size: tracing freezes it
         def forward(self, x):
