@@ -109,8 +109,8 @@ class Classifier:
         meta = json.loads(cfg_path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{cfg_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-        expected = meta.get("weights_sha256")
-        if expected and sha256_of(weights_path) != expected:
+        expected, actual = meta.get("weights_sha256"), sha256_of(weights_path)
+        if expected and actual != expected:
             raise ValueError(f"{weights_path}: sha256 differs from the one in {cfg_path.name}; the files do not belong together")
         if threads:
             torch.set_num_threads(threads)
@@ -118,7 +118,7 @@ class Classifier:
         model = None
         if pick_device(device).type == "cpu":
             from release.traced import load_traced
-            model = load_traced(weights_dir / TRACED_FILE, weights_path)
+            model = load_traced(weights_dir / TRACED_FILE, weights_path, actual)
         return Classifier(model if model is not None else _network(weights_path, cfg), cfg, device, meta)
 
     def crops(self, study: Study, boxes: LevelBoxes) -> LevelCrops:

@@ -63,8 +63,12 @@ def save_traced(module: torch.nn.Module, example: tuple, checks: Sequence[tuple]
     return out
 
 
-def load_traced(path: PathLike, source: PathLike) -> Optional[torch.jit.ScriptModule]:
-    """The traced copy at `path` if it exists and was traced from `source` as it is now, else None."""
+def load_traced(path: PathLike, source: PathLike,
+                source_sha256: Optional[str] = None) -> Optional[torch.jit.ScriptModule]:
+    """The traced copy at `path` if it exists and was traced from `source` as it is now, else None.
+
+    source_sha256: the source's sha256 when the caller has already computed it (else it is computed here).
+    """
     path = Path(path)
     if not path.is_file():
         return None
@@ -79,7 +83,7 @@ def load_traced(path: PathLike, source: PathLike) -> Optional[torch.jit.ScriptMo
                            f"`python -m release.traced`") from None
     recorded = extra[SOURCE_KEY]
     recorded = recorded.decode() if isinstance(recorded, bytes) else recorded
-    if recorded != sha256_of(source):
+    if recorded != (source_sha256 or sha256_of(source)):
         return None
     return module.eval()
 

@@ -136,9 +136,12 @@ BEND_MARGIN = 2.0
 
 def _bowed(boxes: PatientBoxes, weights: np.ndarray, amount_px: float) -> PatientBoxes:
     """Every slice's boxes shifted sideways (x) by amount_px * weights[level]."""
-    out = {s: {lv: Box(b.x1 + amount_px * w, b.y1, b.x2 + amount_px * w, b.y2)
-               for (lv, b), w in zip(((lv, boxes.boxes[s][lv]) for lv in VERTEBRAE), weights)}
-           for s in SAGITTAL_SLICES}
+    out = {}
+    for s in SAGITTAL_SLICES:
+        out[s] = {}
+        for lv, w in zip(VERTEBRAE, weights):
+            b = boxes.boxes[s][lv]
+            out[s][lv] = Box(b.x1 + amount_px * w, b.y1, b.x2 + amount_px * w, b.y2)
     return PatientBoxes(boxes.patient_id, out)
 
 

@@ -133,7 +133,7 @@ def fresh_torch_threads() -> int:
 def invoke_run(args: List[str]) -> RunOutput:
     """`pipeline.py run ARGS` in this process (click's CliRunner); ARGS must hold --out.
 
-    The run gets the torch thread count a fresh `pipeline.py run` starts with (FRESH_TORCH_THREADS): earlier
+    The run gets the torch thread count a fresh `pipeline.py run` starts with (fresh_torch_threads): earlier
     tests in this process may have set another (training tests use 1), and the last digit of the measured
     values in a report depends on it. The previous count is restored afterwards.
     """
