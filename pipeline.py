@@ -94,6 +94,9 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.option("--holdout-n", type=click.IntRange(0), default=0, show_default=True,
               help="Draw a stratified hold-out of N geometries from the labels instead (written to OUT/holdout.json).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Detector/classifier epochs (default: config).")
+@click.option("--val-data", "val_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Classifier: a labelled folder never trained on (e.g. built-in phantoms) that joins its "
+                   "validation set for early stopping and the class priors; repeatable.")
 @click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Detector: a wall-time budget for YOLO in minutes; the epoch count is fitted to it after the "
                    "first epoch (replaces --epochs there). The refiner and scoring come on top.")
@@ -101,14 +104,15 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.option("--data-name", default="", help="How the model cards name the --data folders.")
 @click.option("--geometry-name", default="", help="How the fusion card names --labels/--boxes.")
 @click.option("--no-cv", is_flag=True, help="Fusion: skip cross-validation (fit only).")
-def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, detector_minutes,
-          device, data_name, geometry_name, no_cv):
+def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, val_dirs,
+          detector_minutes, device, data_name, geometry_name, no_cv):
     """Retrain one stage (or all, in flow order) into a weights folder, each with its model card."""
     import shlex
 
     from release.training import train_stages
     from study.errors import InputError
-    args = [stage] + [a for d in data_dirs for a in ("--data", str(d))]
+    args = [stage] + [a for d in data_dirs for a in ("--data", str(d))] + \
+        [a for d in val_dirs for a in ("--val-data", str(d))]
     for flag, value in (("--labels", labels_file), ("--boxes", boxes_file), ("--out", out_dir),
                         ("--holdout", holdout_file), ("--holdout-n", holdout_n or None), ("--epochs", epochs),
                         ("--detector-minutes", detector_minutes), ("--device", device), ("--data-name", data_name or None),
@@ -119,7 +123,7 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
     try:
         manifest = train_stages(stage, data_dirs, out_dir, labels_file, boxes_file, holdout_file, holdout_n, epochs,
                                 device, data_name, geometry_name, run_cv=not no_cv, command=command,
-                                detector_minutes=detector_minutes)
+                                detector_minutes=detector_minutes, val_dirs=val_dirs)
     except InputError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -40,7 +40,9 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"- Trained on: {tr['data']}.",
         f"- {tr['train_patients']} training patients ({tr['train_renders']} renders), {tr['val_patients']} validation "
         f"patients ({tr['val_renders']} renders) for early stopping and prior tuning; split by patient id, "
-        "stratified on disc extrusion, canal grade 3 and disc bulge.",
+        "stratified on disc extrusion, canal grade 3 and disc bulge" + (
+            f"; {tr['val_extra']['renders']} of the validation renders are {tr['val_extra']['data']} "
+            "(never trained on)." if tr.get("val_extra") else "."),
         f"- Class weights of the loss ((1/frequency)^{cfg['class_weight_power']}): disc "
         f"{[round(x, 3) for x in tr['disc_class_weights']]}, canal {[round(x, 3) for x in tr['canal_class_weights']]}.",
         "",

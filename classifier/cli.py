@@ -64,12 +64,15 @@ def train_and_evaluate(data_dirs: Sequence[Path], out_dir: Path, data_name: Opti
                        holdout: float = 0.0, exclude: Set[str] = frozenset(), test_dirs: Sequence[Path] = (),
                        overrides: Optional[Dict[str, object]] = None, notes: Sequence[str] = (),
                        device: Optional[str] = None, command: str = "",
-                       data_files: Optional[Dict[Path, Tuple[Path, Path]]] = None) -> dict:
+                       data_files: Optional[Dict[Path, Tuple[Path, Path]]] = None,
+                       val_dirs: Sequence[Path] = (), val_name: Optional[str] = None) -> dict:
     """Train on the folders, then score held-out geometries and write the figures into the card.
 
     holdout: a fraction of the geometries drawn here and held out; exclude: geometry ids held out by the
     caller (the evaluation hold-out of study.splits), scored as "evaluation hold-out".
     data_files: folder -> (labels file, boxes file) where they are not the folder's labels.json/boxes.json.
+    val_dirs: labelled folders never trained on that join the validation set (early stopping and priors);
+    they may share no geometry with the training data or with `exclude`.
     Returns the classifier.json metadata written.
     """
     from .card import write_model_card
@@ -84,7 +87,15 @@ def train_and_evaluate(data_dirs: Sequence[Path], out_dir: Path, data_name: Opti
     held = set(held) | (set(exclude) & {split_key(r.patient_id) for r in records})
     train_recs = [r for r in candidates if split_key(r.patient_id) in keep]
     name = data_name or ", ".join(str(d) for d in data_dirs)
-    run_train(train_recs, out_dir, cfg, device=device, data_name=name)
+    extra_val: List[PatientRecord] = []
+    for d in val_dirs:
+        extra_val += build_dataset(d)
+    in_holdout = sorted({split_key(r.patient_id) for r in extra_val} & set(exclude))
+    if in_holdout:
+        raise ValueError(f"validation data holds {len(in_holdout)} geometries of the evaluation hold-out "
+                         f"(e.g. {in_holdout[0]}); nothing may be tuned on them")
+    run_train(train_recs, out_dir, cfg, device=device, data_name=name, extra_val_records=extra_val,
+              extra_val_name=val_name or ", ".join(str(d) for d in val_dirs))
 
     classifier = Classifier.load(out_dir, device)
     train_keys = {split_key(r.patient_id) for r in train_recs}
@@ -128,15 +139,20 @@ def train_and_evaluate(data_dirs: Sequence[Path], out_dir: Path, data_name: Opti
               help="holdout.json (study.splits): geometries never trained on, scored as held out.")
 @click.option("--test", "test_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Extra test folder; where it shares patient ids with --data only the held-out ids count.")
+@click.option("--val-data", "val_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="Labelled folder never trained on that joins the validation set (early stopping and class "
+                   "priors), e.g. built-in phantoms; repeatable.")
+@click.option("--val-name", default=None, help="How the model card names --val-data.")
 @click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
 @click.option("--note", "notes", multiple=True, help="A line for the model card's notes; repeatable.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
-def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, overrides, notes, device):
+def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_dirs, val_name, overrides, notes,
+          device):
     """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
     from study.splits import read_holdout
     exclude = read_holdout(exclude_file) if exclude_file else set()
     train_and_evaluate(list(data_dirs), out_dir, data_name, holdout, exclude, list(test_dirs),
-                       parse_overrides(overrides), notes, device)
+                       parse_overrides(overrides), notes, device, val_dirs=list(val_dirs), val_name=val_name)
 
 
 @cli.command()

@@ -145,10 +145,13 @@ def git_commit() -> str:
 
 def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierConfig = ClassifierConfig(),
           val_records: Optional[Sequence[PatientRecord]] = None, device: Optional[str] = None,
-          data_name: str = "unnamed data", log: Callable[[str], None] = print) -> TrainResult:
+          data_name: str = "unnamed data", log: Callable[[str], None] = print,
+          extra_val_records: Sequence[PatientRecord] = (), extra_val_name: str = "") -> TrainResult:
     """Train on labelled records and write classifier.pt, classifier.json (config, priors, provenance).
 
     Validation: val_records when given, else a stratified patient-level split of `records` (val_fraction).
+    extra_val_records (never trained on; no geometry shared with the training renders) join the validation
+    set, so early stopping and the class priors rest on more than the split's few rare-grade cases.
     The epoch with the best mean of the tuned disc and canal macro-F1 on validation is kept; the class
     priors tuned on its validation outputs go into the saved config.
     """
@@ -169,6 +172,13 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
         train_recs, val_recs = list(records), [r for r in val_records if r.labels is not None]
         train_ids = sorted({split_key(r.patient_id) for r in train_recs})
         val_ids = sorted({split_key(r.patient_id) for r in val_recs})
+    extra_val = [r for r in extra_val_records if r.labels is not None]
+    shared = sorted({split_key(r.patient_id) for r in extra_val} & {split_key(r.patient_id) for r in train_recs})
+    if shared:
+        raise ValueError(f"extra validation data shares {len(shared)} geometries with the training renders "
+                         f"(e.g. {shared[0]}); it must be data never trained on")
+    val_recs = list(val_recs) + extra_val
+    val_ids = sorted(set(val_ids) | {split_key(r.patient_id) for r in extra_val})
     if not train_recs or not val_recs:
         raise ValueError(f"need training and validation patients, got {len(train_recs)} and {len(val_recs)}")
     log(f"train {len(train_recs)} renders of {len(train_ids)} geometries, validate on {len(val_recs)} renders; "
@@ -253,6 +263,8 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
                   "normalisation": "per crop: zero mean, unit standard deviation (classifier.crops.standardise)"},
         "training": {"data": data_name, "train_patients": len(train_ids), "train_renders": len(train_recs),
                      "val_patients": len(val_ids), "val_renders": len(val_recs), "val_ids": list(val_ids),
+                     "val_extra": ({"data": extra_val_name or "extra validation data", "renders": len(extra_val)}
+                                   if extra_val else None),
                      "train_ids": list(train_ids),
                      "best_epoch": best_epoch, "epochs_run": epoch, "seconds": round(seconds, 1),
                      "device": str(dev), "threads": cfg.threads, "seed": cfg.seed,

@@ -86,13 +86,14 @@ def train_detector_stage(data: TrainingData, out_dir: Path, epochs: Optional[int
 
 
 def train_classifier_stage(data: TrainingData, out_dir: Path, epochs: Optional[int], device: Optional[str],
-                           data_name: str, command: str) -> None:
-    """The grading network on every --data folder (each render and label variant of a geometry stays together)."""
+                           data_name: str, command: str, val_dirs: Sequence[Path] = ()) -> None:
+    """The grading network on every --data folder (each render and label variant of a geometry stays together);
+    val_dirs (never trained on) join its validation set."""
     from classifier.cli import train_and_evaluate
     overrides = {"epochs": epochs} if epochs else {}
     train_and_evaluate(list(data.folders), Path(out_dir) / "classifier", data_name or None, exclude=data.holdout,
                        overrides=overrides, device=device, command=command,
-                       data_files={d: f for d, f in data.files.items()})
+                       data_files={d: f for d, f in data.files.items()}, val_dirs=list(val_dirs))
 
 
 def train_fusion_stage(data: TrainingData, out_dir: Path, data_name: str, image_data_name: str,
@@ -110,7 +111,7 @@ def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: O
                  boxes: Optional[Path] = None, holdout_file: Optional[Path] = None, holdout_n: int = 0,
                  epochs: Optional[int] = None, device: Optional[str] = None, data_name: str = "",
                  geometry_name: str = "", run_cv: bool = True, command: str = "",
-                 detector_minutes: Optional[float] = None) -> Path:
+                 detector_minutes: Optional[float] = None, val_dirs: Sequence[Path] = ()) -> Path:
     """Train `stage` (or 'all', in flow order) into out_dir/<stage>/ and rewrite out_dir/MANIFEST.json."""
     if stage not in STAGES + ("all",):
         raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES + ('all',)}")
@@ -122,7 +123,7 @@ def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: O
         if s == "detector":
             train_detector_stage(data, out_dir, epochs, device, data_name, command, detector_minutes)
         elif s == "classifier":
-            train_classifier_stage(data, out_dir, epochs, device, data_name, command)
+            train_classifier_stage(data, out_dir, epochs, device, data_name, command, val_dirs)
         else:
             train_fusion_stage(data, out_dir, geometry_name or str(data.boxes), data_name, run_cv, command)
     return write_manifest(out_dir)

@@ -144,3 +144,26 @@ def test_tuned_priors_recover_a_rare_class():
 def test_class_weights_favour_rare_classes():
     w = class_weights(np.array([0] * 90 + [1] * 10), 3, 0.5).numpy()
     assert w[1] > w[0] and w[2] >= w[1]
+
+
+def test_extra_validation_data_joins_validation_and_may_not_overlap_training(phantom_dir, tmp_path):
+    records = build_dataset(phantom_dir)
+    extra_dir = tmp_path / "extra"
+    generate(extra_dir, builtin_specs(3, 32), 32, "built-in statistical model")
+    extra = build_dataset(extra_dir)
+    cfg = ClassifierConfig.from_dict({**TOY, "epochs": 1, "val_fraction": 0.25})
+    out = tmp_path / "w"
+    result = train(records, out, cfg, data_name="toy phantoms", log=lambda s: None,
+                   extra_val_records=extra, extra_val_name="3 built-in phantoms")
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    tr = meta["training"]
+    own_val = {r.patient_id for r in records} - set(result.train_ids)
+    # every extra render is validated on (early stopping, priors), none is trained on
+    assert tr["val_renders"] == len(own_val) + 3 and tr["val_extra"] == {"data": "3 built-in phantoms", "renders": 3}
+    assert {r.patient_id for r in extra} <= set(result.val_ids)
+    assert not {r.patient_id for r in extra} & set(result.train_ids)
+    from classifier.card import model_card_text
+    assert "3 of the validation renders are 3 built-in phantoms (never trained on)" in model_card_text(meta)
+    # data shared with the training renders is refused, naming the overlap
+    with pytest.raises(ValueError, match="shares .* geometries with the training renders"):
+        train(records, tmp_path / "w2", cfg, log=lambda s: None, extra_val_records=records)
