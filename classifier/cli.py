@@ -95,7 +95,7 @@ def train_and_evaluate(data_dirs: Sequence[Path], out_dir: Path, data_name: Opti
         raise ValueError(f"validation data holds {len(in_holdout)} geometries of the evaluation hold-out "
                          f"(e.g. {in_holdout[0]}); nothing may be tuned on them")
     run_train(train_recs, out_dir, cfg, device=device, data_name=name, extra_val_records=extra_val,
-              extra_val_name=val_name or ", ".join(str(d) for d in val_dirs))
+              extra_val_name=val_name or ", ".join(describe_folder(d) for d in val_dirs))
 
     classifier = Classifier.load(out_dir, device)
     train_keys = {split_key(r.patient_id) for r in train_recs}

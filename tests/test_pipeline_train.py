@@ -26,6 +26,8 @@ def data(tmp_path_factory) -> Path:
     res = runner.invoke(cli, ["synth", "--out", str(root / "poor"), "--seed", "12", "--variant", "poor",
                               "--boxes", str(root / "ph" / "boxes.json"), "--labels", str(root / "ph" / "labels.json")])
     assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["synth", "--out", str(root / "val"), "--n", "3", "--seed", "13"])
+    assert res.exit_code == 0, res.output
     return root
 
 
@@ -33,6 +35,7 @@ def data(tmp_path_factory) -> Path:
 def trained(data, tmp_path_factory):
     out = tmp_path_factory.mktemp("weights")
     res = CliRunner().invoke(cli, ["train", "all", "--data", str(data / "ph"), "--data", str(data / "poor"),
+                                   "--val-data", str(data / "val"),
                                    "--out", str(out), "--holdout-n", "3", "--epochs", "1", "--no-cv",
                                    "--detector-minutes", str(BUDGET_MIN), "--data-name", "toy phantoms"])
     assert res.exit_code == 0, res.output[-3000:]
@@ -68,6 +71,10 @@ def test_holdout_is_excluded_from_every_stage(trained, data):
     cls = json.loads((trained / "classifier" / "classifier.json").read_text())
     assert held <= set(cls["holdout_ids"])
     assert not held & {split_key(i) for i in cls["training"]["train_ids"] + cls["training"]["val_ids"]}
+    # --val-data joins the classifier's validation set only
+    assert cls["training"]["val_extra"]["renders"] == 3
+    assert {f"phantom-s13-{k:04d}" for k in range(3)} <= set(cls["training"]["val_ids"])
+    assert "--val-data" in (trained / "classifier" / "MODEL_CARD.md").read_text()
     fusion = json.loads((trained / "fusion" / "fusion.json").read_text())
     assert fusion["excluded_patients"] == 3 and fusion["n_patients"] == N - 3
     assert fusion["image_alignment"]["excluded_geometries"] == 3
