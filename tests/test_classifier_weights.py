@@ -14,7 +14,7 @@ from synth.generate import builtin_specs, real_geometry_specs, render_spec
 
 # Built-in statistical model (no ../shared needed), a seed no training or tuning run used. Twelve
 # patients hold too few rare grades for a stable macro-F1, so this set checks accuracy (measured with the
-# shipped weights: disc 0.967, canal 0.992).
+# shipped weights: disc 0.967, canal 0.977).
 SEED = 4242
 N_PATIENTS = 12
 MIN_DISC_ACCURACY = 0.93
@@ -69,7 +69,8 @@ def test_shipped_weights_on_held_out_real_geometry(classifier, cervai_dir):
                                       LevelBoxes.from_patient_boxes(r.boxes)) for r in rendered)
     report = grade_report("held-out real geometry, seed 77", grades, [r.labels for r in rendered])
     print(report.text())
-    # Measured with the shipped weights: disc macro-F1 0.978, canal 0.961; accuracy 0.990, 0.986.
+    # Measured: disc macro-F1 1.000 (no extrusion among these 20), canal 0.950; accuracy 1.000, 0.986
+    # (all 64 held-out patients at seed 3: macro-F1 0.949, 0.970).
     assert report.disc.macro_f1 >= 0.85, report.text()
     assert report.canal.macro_f1 >= 0.85, report.text()
     assert report.disc.accuracy >= 0.95 and report.canal.accuracy >= 0.95, report.text()
