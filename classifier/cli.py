@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import click
 
 from study.challenge import write_json_atomic
+from study.errors import InputError
 
 from .config import ClassifierConfig
 from .data import PatientRecord, build_dataset
@@ -90,10 +91,11 @@ def train_and_evaluate(data_dirs: Sequence[Path], out_dir: Path, data_name: Opti
     extra_val: List[PatientRecord] = []
     for d in val_dirs:
         extra_val += build_dataset(d)
-    in_holdout = sorted({split_key(r.patient_id) for r in extra_val} & set(exclude))
+    in_holdout = [r for r in extra_val if split_key(r.patient_id) in exclude]
     if in_holdout:
-        raise ValueError(f"validation data holds {len(in_holdout)} geometries of the evaluation hold-out "
-                         f"(e.g. {in_holdout[0]}); nothing may be tuned on them")
+        raise InputError(f"validation data holds {len({split_key(r.patient_id) for r in in_holdout})} geometries of "
+                         f"the evaluation hold-out (e.g. {in_holdout[0].patient_id}); nothing may be tuned on them",
+                         path=in_holdout[0].source)
     run_train(train_recs, out_dir, cfg, device=device, data_name=name, extra_val_records=extra_val,
               extra_val_name=val_name or ", ".join(describe_folder(d) for d in val_dirs))
 

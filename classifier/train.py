@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from evaluation.metrics import macro_f1
 from study.challenge import atomic_write
+from study.errors import InputError
 from study.levels import CANAL_GRADES, CANAL_POSITIONS, DISC_GRADES, DISCS
 
 from .config import ClassifierConfig
@@ -173,10 +174,12 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
         train_ids = sorted({split_key(r.patient_id) for r in train_recs})
         val_ids = sorted({split_key(r.patient_id) for r in val_recs})
     extra_val = [r for r in extra_val_records if r.labels is not None]
-    shared = sorted({split_key(r.patient_id) for r in extra_val} & {split_key(r.patient_id) for r in train_recs})
+    trained_on = {split_key(r.patient_id) for r in train_recs}
+    shared = [r for r in extra_val if split_key(r.patient_id) in trained_on]
     if shared:
-        raise ValueError(f"extra validation data shares {len(shared)} geometries with the training renders "
-                         f"(e.g. {shared[0]}); it must be data never trained on")
+        raise InputError(f"extra validation data shares {len({split_key(r.patient_id) for r in shared})} geometries "
+                         f"with the training renders (e.g. {shared[0].patient_id}); it must be data never trained on",
+                         path=shared[0].source)
     val_recs = list(val_recs) + extra_val
     val_ids = sorted(set(val_ids) | {split_key(r.patient_id) for r in extra_val})
     if not train_recs or not val_recs:

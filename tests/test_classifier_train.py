@@ -15,6 +15,7 @@ from classifier.dump import crop_file_name, dump_patient
 from classifier.predict import CONFIG_FILE, WEIGHTS_FILE, Classifier, LevelGrades
 from classifier.train import class_weights, split_patients, train
 from evaluation.metrics import macro_f1
+from study.errors import InputError
 from study.levels import CANAL_POSITIONS, DISCS, SAGITTAL_SLICES
 from study.study import Study
 from synth.generate import builtin_specs, generate
@@ -165,5 +166,6 @@ def test_extra_validation_data_joins_validation_and_may_not_overlap_training(pha
     from classifier.card import model_card_text
     assert "3 of the validation renders are 3 built-in phantoms (never trained on)" in model_card_text(meta)
     # data shared with the training renders is refused, naming the overlap
-    with pytest.raises(ValueError, match="shares .* geometries with the training renders"):
+    with pytest.raises(InputError, match="shares .* geometries with the training renders") as err:
         train(records, tmp_path / "w2", cfg, log=lambda s: None, extra_val_records=records)
+    assert err.value.path == str(phantom_dir)   # the folder it came from

@@ -98,3 +98,11 @@ def test_bad_data_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(cli, ["train", "fusion", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "w")])
     assert res.exit_code == 2 and "labels.json" in res.output and "empty" in res.output
+
+
+def test_val_data_holding_hold_out_geometry_is_refused_naming_the_folder(trained, data, tmp_path):
+    res = CliRunner().invoke(cli, ["train", "classifier", "--data", str(data / "ph"), "--val-data", str(data / "ph"),
+                                   "--holdout", str(trained / "holdout.json"), "--out", str(tmp_path / "w")])
+    assert res.exit_code == 2, res.output[-2000:]
+    assert "evaluation hold-out" in res.output and str(data / "ph") in res.output
+    assert not (tmp_path / "w" / "classifier" / "classifier.pt").exists()
