@@ -42,6 +42,20 @@ def describe_folder(folder: Path) -> str:
         return Path(folder).name
 
 
+def load_classifier(weights_dir: Path) -> Tuple[Path, Classifier]:
+    """The classifier of a classifier weights folder, or of a weights root holding one in classifier/.
+
+    A folder holding neither is a usage error (click prints it), not a traceback.
+    """
+    weights_dir = Path(weights_dir)
+    if not (weights_dir / CONFIG_FILE).is_file() and (weights_dir / "classifier" / CONFIG_FILE).is_file():
+        weights_dir = weights_dir / "classifier"
+    try:
+        return weights_dir, Classifier.load(weights_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.BadParameter(str(e), param_hint="--weights") from e
+
+
 def evaluate_records(classifier: Classifier, records: Sequence[PatientRecord], data: str) -> GradeReport:
     grades = classifier.grade_crops([r.crops(classifier.cfg) for r in records])
     return grade_report(data, grades, [r.labels for r in records])
@@ -160,14 +174,15 @@ def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_d
 @cli.command()
 @click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path, exists=True),
               help="Folder with labels.json and boxes.json.")
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=DEFAULT_WEIGHTS, show_default=True)
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=DEFAULT_WEIGHTS, show_default=True,
+              help="Classifier weights folder, or a weights folder holding one in classifier/.")
 @click.option("--name", default=None, help="How the report names the data (default: from its phantom.json).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
 @click.option("--record", is_flag=True, help="Also add the figures to the weights' classifier.json and model card.")
 def evaluate(data_dir, weights_dir, name, json_out, record):
     """Per-class disc and canal figures of a weights folder on a labelled folder."""
     from .card import write_model_card
-    classifier = Classifier.load(weights_dir)
+    weights_dir, classifier = load_classifier(weights_dir)
     records = [r for r in build_dataset(data_dir) if r.patient_id == split_key(r.patient_id)]
     report = evaluate_records(classifier, records, name or describe_folder(data_dir))
     click.echo(report.text())
@@ -190,13 +205,14 @@ def evaluate(data_dir, weights_dir, name, json_out, record):
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Label file to print true grades (default: INPUT/labels.json when present).")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
-              help="Weights to grade with (default: the shipped weights when present).")
+              help="Classifier weights (its folder, or a weights folder holding classifier/) to grade with "
+                   "(default: the shipped weights when present).")
 @click.option("--limit", type=int, default=None, help="At most this many patients.")
 def dump_crops(input_dir, out_dir, boxes_file, labels_file, weights_dir, limit):
     """Every crop as PNG ({patient}_{position}_{view}.png) and a contact sheet per patient."""
     from .dump import dump_patient
     weights: Optional[Path] = weights_dir or (DEFAULT_WEIGHTS if (DEFAULT_WEIGHTS / CONFIG_FILE).exists() else None)
-    classifier = Classifier.load(weights) if weights else None
+    classifier = load_classifier(weights)[1] if weights else None
     cfg = classifier.cfg if classifier else ClassifierConfig()
     records = build_dataset(input_dir, labels_file, boxes_file, limit=limit)
     for r in records:

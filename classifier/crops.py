@@ -213,6 +213,17 @@ class CropWindow:
         out = cv2.warpAffine(image, m, (size, size), flags=flags, borderMode=cv2.BORDER_CONSTANT)
         return np.moveaxis(out.reshape(size, size, -1), -1, 0)
 
+    def sample_coarse(self, image: np.ndarray, size: int, spacing: float) -> np.ndarray:
+        """As sample, but first on a grid of `spacing` source pixels (no finer than the output's), then
+        interpolated back to size x size: how an image stored on a coarser grid and resampled looks."""
+        n = int(round(min(size, self.side / spacing)))
+        if n >= size:
+            return self.sample(image, size)
+        coarse = self.sample(image, max(n, 4))
+        if coarse.ndim == 2:
+            return cv2.resize(coarse, (size, size), interpolation=cv2.INTER_LINEAR)
+        return np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_LINEAR) for c in coarse])
+
     def jittered(self, rng: np.random.Generator, shift_px: float, scale: float, rotate_deg: float) -> "CropWindow":
         a = np.deg2rad(rng.normal(0, rotate_deg))
         c, s = np.cos(a), np.sin(a)
@@ -318,12 +329,18 @@ def make_level_crops(study: Study, boxes: LevelBoxes, cfg: ClassifierConfig = Cl
     ax = np.zeros((n, 1, cfg.ax_size, cfg.ax_size), np.float32)
     has = np.zeros(n, bool)
     used_sag, used_ax, found = [], [], []
+
+    def sample(window: CropWindow, image: np.ndarray, size: int) -> np.ndarray:
+        if rng is not None and rng.random() < cfg.resample_p:
+            return window.sample_coarse(image, size, float(rng.uniform(1.0, cfg.resample_max_spacing)))
+        return window.sample(image, size)
+
     for k, position in enumerate(CANAL_POSITIONS):
         w = sag_windows[position]
         if rng is not None:
             pitch = w.side / cfg.sag_extent
             w = w.jittered(rng, cfg.jitter_shift * pitch, cfg.jitter_scale, cfg.jitter_rotate_deg)
-        sag[k] = standardise(w.sample(stack, cfg.sag_size))
+        sag[k] = standardise(sample(w, stack, cfg.sag_size))
         used_sag.append(w)
         finding = canal.get(position)
         found.append(finding)
@@ -333,7 +350,7 @@ def make_level_crops(study: Study, boxes: LevelBoxes, cfg: ClassifierConfig = Cl
         aw = axial_window(finding, cfg)
         if rng is not None:
             aw = aw.jittered(rng, cfg.jitter_shift * aw.side / 2, cfg.jitter_scale, cfg.jitter_rotate_deg)
-        ax[k, 0] = standardise(aw.sample(np.asarray(study.axial[position], np.float32), cfg.ax_size))
+        ax[k, 0] = standardise(sample(aw, np.asarray(study.axial[position], np.float32), cfg.ax_size))
         has[k] = True
         used_ax.append(aw)
     return LevelCrops(study.patient_id, sag, ax, has, tuple(used_sag), tuple(used_ax), tuple(found))

@@ -163,6 +163,35 @@ def test_training_jitter_is_reproducible_and_small(rendered):
         assert np.hypot(wa.cx - wp.cx, wa.cy - wp.cy) < 5 * cfg.jitter_shift * pitch
 
 
+def _roughness(crop: np.ndarray) -> float:
+    """Mean squared neighbour difference: high-frequency content of a standardised crop."""
+    return float(np.mean(np.diff(crop, axis=-1) ** 2) + np.mean(np.diff(crop, axis=-2) ** 2))
+
+
+def test_resampling_augmentation_blurs_without_moving(rendered):
+    """Training crops drawn on a coarser grid and interpolated back (resample_p): the same anatomy in the same
+    place, with less fine detail; with resample_p 0 and no jitter, training crops are the plain ones."""
+    still = dict(jitter_shift=0.0, jitter_scale=0.0, jitter_rotate_deg=0.0, axial_dropout=0.0)
+    r = rendered[3]
+    boxes = LevelBoxes.from_patient_boxes(r.boxes)
+    study = _study(r)
+    plain = make_level_crops(study, boxes, ClassifierConfig(**still))
+    off = make_level_crops(study, boxes, ClassifierConfig(**still, resample_p=0.0), rng=np.random.default_rng(1))
+    np.testing.assert_array_equal(off.sagittal, plain.sagittal)
+    np.testing.assert_array_equal(off.axial, plain.axial)
+    cfg = ClassifierConfig(**still, resample_p=1.0, resample_max_spacing=2.0)
+    coarse = make_level_crops(study, boxes, cfg, rng=np.random.default_rng(1))
+    for view in ("sagittal", "axial"):
+        a, b = getattr(plain, view), getattr(coarse, view)
+        corr = [np.corrcoef(x.ravel(), y.ravel())[0, 1] for x, y in zip(a, b)]
+        assert min(corr) > 0.9, (view, corr)           # nothing moved
+        assert _roughness(b) < _roughness(a), view     # fine detail lost
+    # A grid no coarser than the output's is the plain sample.
+    w = coarse.axial_windows[0]
+    image = np.asarray(study.axial[CANAL_POSITIONS[0]], np.float32)
+    np.testing.assert_array_equal(w.sample_coarse(image, 48, w.side / 48), w.sample(image, 48))
+
+
 def test_standardise_flat_crop_is_finite():
     out = standardise(np.full((3, 8, 8), 0.4, np.float32))
     assert np.isfinite(out).all() and np.allclose(out, 0, atol=1e-3)

@@ -114,6 +114,22 @@ def test_dump_crops_command(trained, phantom_dir, tmp_path):
     assert len(sheets) == 2
 
 
+def test_evaluate_command_takes_a_weights_root_and_names_a_bad_folder(trained, phantom_dir, tmp_path):
+    import shutil
+    from click.testing import CliRunner
+    from classifier.cli import cli
+    _, out, _ = trained
+    shutil.copytree(out, tmp_path / "root" / "classifier")  # a weights root, as pipeline.py train writes
+    for weights in (out, tmp_path / "root"):
+        result = CliRunner().invoke(cli, ["evaluate", "--data", str(phantom_dir), "--weights", str(weights)])
+        assert result.exit_code == 0, result.output
+        assert "disc: macro-F1" in result.output and "canal: macro-F1" in result.output
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(cli, ["evaluate", "--data", str(phantom_dir), "--weights", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and result.exception is not None and not isinstance(result.exception, FileNotFoundError)
+    assert "--weights" in result.output and str(tmp_path / "empty") in result.output and "classifier.json" in result.output
+
+
 def test_config_rejects_unknown_keys_and_round_trips():
     with pytest.raises(ValueError, match="unknown classifier setting"):
         ClassifierConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
