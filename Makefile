@@ -16,7 +16,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) pipeline.py validate --input examples
-	$(PY) pipeline.py run --input examples --out $(DEMO_OUT) --dump-crops
+	$(PY) pipeline.py run --input examples --out $(DEMO_OUT) --dump-crops --labels examples/labels.json
 	$(PY) pipeline.py evaluate --labels examples/labels.json --pred $(DEMO_OUT)/predictions.json --out $(DEMO_OUT)/evaluation
 	@echo "demo outputs: $(DEMO_OUT)/predictions.json, $(DEMO_OUT)/report.html (open it in a browser),"
 	@echo "  $(DEMO_OUT)/reports/<id>.json, $(DEMO_OUT)/crops/<id>/<id>_sheet.png, $(DEMO_OUT)/evaluation/"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
 import click
 
@@ -200,8 +201,9 @@ class _Models:
         self.fusion = load_fusion(weights_dir / "fusion")
 
 
-def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: str, dump_dir, clock):
-    """Stage 3 and the outputs for one patient whose boxes and grades are known."""
+def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: str, dump_dir, clock, truth=None):
+    """Stage 3 and the outputs for one patient whose boxes and grades are known (truth: known labels, shown
+    on the crop sheet only)."""
     from fusion.image_features import image_features
     from fusion.model import level_features, predict as assess_curve
     from report.draw import patient_pictures
@@ -217,7 +219,7 @@ def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: st
     with clock("outputs"):
         if dump_dir is not None:
             from classifier.dump import dump_patient
-            dump_patient(dump_dir, crops, study, grades)
+            dump_patient(dump_dir, crops, study, grades, truth)
         pictures = patient_pictures(study, report)
     return report, pictures
 
@@ -241,7 +243,7 @@ def _isolated(batch_fn, single_fn, items, stage: str) -> list:
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, device: str, batch_size: int,
-              weights_dir: Path = WEIGHTS) -> int:
+              weights_dir: Path = WEIGHTS, labels_file: Optional[Path] = None) -> int:
     """Read every patient under input_dir; returns the exit code (0 all read, 1 some failed, 2 unusable)."""
     import os
     import time
@@ -257,7 +259,7 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     from detector.boxes import LevelBoxes
     from release.manifest import WeightsError
     from report.html import patient_section, write_report_html
-    from study.challenge import read_box_file, remove_stale_temporaries, write_json_atomic, write_labels
+    from study.challenge import read_box_file, read_labels, remove_stale_temporaries, write_json_atomic, write_labels
     from study.errors import InputError, StudyError
     from study.axial_match import attach_axials
     from study.inputs import find_inputs, load_input, private_path
@@ -270,6 +272,8 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
             contents = read_box_file(boxes_file)
             given = contents.by_id()
             given_errors = {e.patient: str(e) for e in contents.errors if e.patient}
+        # Known labels are drawn beside the predictions on the crop sheets; they change no prediction.
+        truth = {l.patient_id: l for l in read_labels(labels_file)} if labels_file is not None else {}
         clock = _StageClock()
         with clock("model load"):
             models = _Models(weights_dir, device, need_detector=given is None)
@@ -327,7 +331,8 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
                 for stage_result in (boxes, crops, grades):
                     if isinstance(stage_result, str):
                         raise InputError(stage_result, patient=st.patient_id)
-                report, pictures = _read_patient(models, st, boxes, crops, grades, source, dump_dir, clock)
+                report, pictures = _read_patient(models, st, boxes, crops, grades, source, dump_dir, clock,
+                                                 truth.get(st.patient_id))
                 write_json_atomic(out_dir / "reports" / f"{st.patient_id}.json", report.to_dict())
                 reports[st.patient_id] = report
                 sections.append(patient_section(report, pictures))
@@ -364,13 +369,18 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
               help="Use these vertebra boxes instead of the detector (oracle mode).")
 @click.option("--dump-crops", is_flag=True, help="Write every crop and a contact sheet per patient to OUT/crops.")
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
+              help="Known labels (challenge label file) to show beside the predicted grades on the crop sheets "
+                   "(needs --dump-crops); they change no prediction.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
               help="Patients loaded and pushed through the networks together.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True)
-def run(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir):
+def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir):
     """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json."""
-    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir))
+    if labels_file is not None and not dump_crops:
+        raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
+    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file))
 
 
 if __name__ == "__main__":

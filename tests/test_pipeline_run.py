@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from classifier.dump import TILE
 from pipeline import cli
 from release.manifest import MANIFEST, WeightsError, verify_manifest, write_manifest
 from study.challenge import read_labels
@@ -56,6 +59,30 @@ def test_run_reads_every_good_patient_and_reports_the_bad_one(run_out, batch):
             assert abs(sum(v["probabilities"]) - 1) < 1e-3
         assert (out / "crops" / pid / f"{pid}_sheet.png").is_file()
     assert "4 read, 1 failed" in res.output
+
+
+def test_known_labels_are_drawn_on_the_crop_sheets_and_change_no_prediction(run_out, batch, tmp_path):
+    """--labels puts the true grades beside the predicted ones on the sheets; the predictions stay the same."""
+    _, plain = run_out
+    res = CliRunner().invoke(cli, ["run", "--input", str(batch), "--out", str(tmp_path / "out"), "--dump-crops",
+                                   "--labels", str(EXAMPLES / "labels.json")])
+    assert res.exit_code == 1, res.output          # the broken patient still fails alone
+    assert (tmp_path / "out" / "predictions.json").read_bytes() == (plain / "predictions.json").read_bytes()
+    pid = "phantom-s2025-0001"
+    sheet = lambda root: cv2.imread(str(root / "crops" / pid / f"{pid}_sheet.png"))
+    with_truth, without = sheet(tmp_path / "out"), sheet(plain)
+    assert with_truth.shape == without.shape
+    changed = np.argwhere((with_truth != without).any(axis=2))
+    assert len(changed) > 100                      # the true-grade marks
+    assert changed[:, 1].min() >= 5 * TILE         # only the text panels changed, not the five image tiles
+    res = CliRunner().invoke(cli, ["run", "--input", str(batch), "--out", str(tmp_path / "o2"),
+                                   "--labels", str(EXAMPLES / "labels.json")])
+    assert res.exit_code == 2 and "--dump-crops" in res.output
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    res = CliRunner().invoke(cli, ["run", "--input", str(batch), "--out", str(tmp_path / "o3"), "--dump-crops",
+                                   "--labels", str(bad)])
+    assert res.exit_code == 2 and "bad.json" in res.output and not (tmp_path / "o3" / "predictions.json").exists()
 
 
 def test_oracle_boxes_mode(tmp_path):
