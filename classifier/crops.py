@@ -216,7 +216,7 @@ class CropWindow:
     def sample_coarse(self, image: np.ndarray, size: int, spacing: float) -> np.ndarray:
         """As sample, but first on a grid of `spacing` source pixels (no finer than the output's), then
         interpolated back to size x size: how an image stored on a coarser grid and resampled looks."""
-        n = int(round(min(size, self.side / spacing)))
+        n = int(round(self.side / spacing))
         if n >= size:
             return self.sample(image, size)
         coarse = self.sample(image, max(n, 4))
