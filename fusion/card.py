@@ -94,6 +94,8 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         "  each outer training part only; the reported folds are never used for tuning.",
         f"- Curvature macro-F1: {_ms(cv, 'curvature_macro_f1')}",
         f"- Curvature macro-F1 with plain argmax (no prior tuning): {_ms(cv, 'curvature_macro_f1_untuned')}",
+        f"- Baseline, two cut-points on the curvature index fitted for macro-F1 on each training part (the",
+        f"  phantom's curvature definition; same folds): {_ms(cv, 'curvature_cut_rule_macro_f1')}",
         f"- Alignment F1 of class 0 (poor): {_ms(cv, 'alignment_poor_f1')}; mean sd over the folds inside a",
         f"  repeat {cv.get('alignment_poor_f1_fold_sd_mean', 'n/a')}",
         f"- Alignment AUC (poor vs acceptable): {_ms(cv, 'alignment_auc')}",

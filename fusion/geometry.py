@@ -10,6 +10,10 @@ from study.challenge import Box
 from study.errors import InputError
 from study.levels import DISCS, IMAGE_SIZE, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
 
+# The Ishihara-like curvature index (curve_features' column; lordosis positive): the one curve measure whose
+# two cut-points define the curvature classes on the phantom and give the fusion card's cut-point baseline.
+CURVATURE_INDEX = "curvature_index"
+
 # The challenge box files hold boxes "already expanded by 3 px" on every side around the vertebral body.
 # Features are measured on the tight body (padding removed), so a box source that emits tight boxes
 # (padding_px=0) and the challenge ground truth (padding_px=3) land on the same numbers.

@@ -19,7 +19,7 @@ from study.levels import (
 )
 from release.manifest import sha256_of
 
-from .geometry import CHALLENGE_PADDING_PX, canonical_boxes, curve_features
+from .geometry import CHALLENGE_PADDING_PX, CURVATURE_INDEX, canonical_boxes, curve_features
 
 
 def _import_lightgbm():
@@ -240,6 +240,34 @@ def tune_alignment_threshold(score_poor: np.ndarray, y: np.ndarray) -> float:
     return best_t
 
 
+# Cut-points on the curvature index (fusion.geometry.CURVATURE_INDEX): the phantom's curvature definition
+# (synth.statistical_model) and the cut-point baseline the fusion card reports beside the boosters.
+_CUT_GRID = np.arange(-10.0, 30.0, 0.25)
+
+
+def fit_index_cuts(index: np.ndarray, curvature: np.ndarray) -> Tuple[Tuple[float, float], float]:
+    """Two cut-points (lo, hi) on the curvature index maximising macro-F1, and that macro-F1.
+
+    kyphotic: index < lo; straightened: lo <= index < hi; normal: index >= hi. A 0.25 grid from -10 to 30;
+    of equal scores the first found (lowest lo, then lowest hi) wins.
+    """
+    index, curvature = np.asarray(index, float), np.asarray(curvature, int)
+    best, cuts = -1.0, (0.0, 15.0)
+    for lo in _CUT_GRID:
+        for hi in _CUT_GRID[_CUT_GRID > lo]:
+            f = macro_f1(curvature, apply_index_cuts(index, (lo, hi)), len(CURVATURE_CLASSES))
+            if f > best + 1e-12:
+                best, cuts = f, (float(lo), float(hi))
+    return cuts, best
+
+
+def apply_index_cuts(index: np.ndarray, cuts: Tuple[float, float]) -> np.ndarray:
+    """Curvature class (0 normal, 1 straightened, 2 kyphotic) of each index value under two cut-points."""
+    index = np.asarray(index, float)
+    lo, hi = cuts
+    return np.where(index >= hi, 0, np.where(index >= lo, 1, 2))
+
+
 # ----------------------------------------------------------------------------------------------
 # The model
 # ----------------------------------------------------------------------------------------------
@@ -430,6 +458,7 @@ class CVResult:
 
     curvature_macro_f1: Tuple[float, ...]
     curvature_macro_f1_untuned: Tuple[float, ...]   # plain argmax, no prior tuning
+    curvature_cut_rule_macro_f1: Tuple[float, ...]   # baseline: two index cut-points fitted on each training part
     alignment_poor_f1: Tuple[float, ...]
     alignment_poor_f1_fold_sd: Tuple[float, ...]     # spread over the folds inside each repeat
     alignment_auc: Tuple[float, ...]
@@ -445,7 +474,10 @@ class CVResult:
     def summary(self) -> Dict[str, object]:
         out: Dict[str, object] = {"n_patients": self.n_patients, "n_folds": self.n_folds,
                                   "n_repeats": len(self.curvature_macro_f1)}
-        for name in ("curvature_macro_f1", "curvature_macro_f1_untuned", "alignment_poor_f1", "alignment_auc"):
+        for name in ("curvature_macro_f1", "curvature_macro_f1_untuned", "curvature_cut_rule_macro_f1",
+                     "alignment_poor_f1", "alignment_auc"):
+            if not np.all(np.isfinite(getattr(self, name))):  # e.g. the cut-point baseline without an index column
+                continue
             m, s = self._ms(getattr(self, name))
             out[name] = {"mean": round(m, 4), "sd": round(s, 4),
                          "per_repeat": [round(float(v), 4) for v in getattr(self, name)]}
@@ -474,12 +506,15 @@ def cross_validate(X: np.ndarray, curvature: np.ndarray, alignment: np.ndarray, 
     yc, ya = np.asarray(curvature, int), np.asarray(alignment, int)
     # stratify on both labels so every fold holds some of the rare poor-alignment patients
     strata = yc * len(ALIGNMENT_CLASSES) + ya
-    cf, cfu, af, afs, auc = [], [], [], [], []
+    # the cut-point baseline needs the curvature index column (absent in hand-made tables: NaN figures)
+    ci = list(names).index(CURVATURE_INDEX) if CURVATURE_INDEX in names else None
+    cf, cfu, ccut, af, afs, auc = [], [], [], [], [], []
     conf = np.zeros((len(CURVATURE_CLASSES),) * 2, int)
     for r in range(cfg.cv_repeats):
         seed = cfg.seed + r
         pc = np.zeros(len(yc), int)
         pcu = np.zeros(len(yc), int)
+        pcut = np.zeros(len(yc), int)
         pa = np.zeros(len(ya), int)
         sa = np.zeros(len(ya))
         fold_f = []
@@ -488,16 +523,19 @@ def cross_validate(X: np.ndarray, curvature: np.ndarray, alignment: np.ndarray, 
             curv, _, align, aprobs = m.decide(X_eval[te])
             pc[te], pa[te] = curv, align
             pcu[te] = np.argmax(m.scores(X_eval[te])[0], axis=1)
+            if ci is not None:
+                pcut[te] = apply_index_cuts(X_eval[te, ci], fit_index_cuts(X[tr, ci], yc[tr])[0])
             sa[te] = aprobs[:, ALIGNMENT_SCORED_CLASS]
             fold_f.append(class_f1(ya[te], align, ALIGNMENT_SCORED_CLASS))
         cf.append(macro_f1(yc, pc, len(CURVATURE_CLASSES)))
         cfu.append(macro_f1(yc, pcu, len(CURVATURE_CLASSES)))
+        ccut.append(macro_f1(yc, pcut, len(CURVATURE_CLASSES)) if ci is not None else math.nan)
         af.append(class_f1(ya, pa, ALIGNMENT_SCORED_CLASS))
         afs.append(float(np.std(fold_f, ddof=1)))
         auc.append(_auc(_poor_target(ya), sa))
         for t, p in zip(yc, pc):
             conf[t, p] += 1
-    return CVResult(tuple(cf), tuple(cfu), tuple(af), tuple(afs), tuple(auc),
+    return CVResult(tuple(cf), tuple(cfu), tuple(ccut), tuple(af), tuple(afs), tuple(auc),
                     tuple(tuple(int(v) for v in row) for row in conf), len(yc), cfg.cv_folds)
 
 

@@ -92,14 +92,11 @@ def fit_model(boxes: Sequence[PatientBoxes], labels: Sequence[PatientLabels]) ->
     }
 
 
-# The curve measure whose bands define curvature on built-in phantoms (fusion.geometry owns its formula).
-CURVATURE_MEASURE = "curvature_index"
-
-
 def curve_measure(boxes: PatientBoxes) -> float:
-    """The Ishihara-like curvature index of a patient's boxes (consensus of slices 5/6/7; lordosis positive)."""
-    from fusion.geometry import curve_features
-    return float(curve_features(boxes.boxes)[CURVATURE_MEASURE])
+    """The curvature index of a patient's boxes (consensus of slices 5/6/7; lordosis positive): the measure
+    whose bands define curvature on the phantom."""
+    from fusion.geometry import CURVATURE_INDEX, curve_features
+    return float(curve_features(boxes.boxes)[CURVATURE_INDEX])
 
 
 def fit_curvature_definition(boxes: Sequence[PatientBoxes], curvature: np.ndarray) -> Dict:
@@ -109,17 +106,10 @@ def fit_curvature_definition(boxes: Sequence[PatientBoxes], curvature: np.ndarra
     The real labels are a reader's judgement and overlap on any one measure; the phantom instead draws
     each class inside its band, so its curvature is visible and defined, with the readers' cut-points.
     """
-    from fusion.model import macro_f1
-    index = np.array([curve_measure(b) for b in boxes])
-    grid = np.arange(-10.0, 30.0, 0.25)
-    best, cuts = -1.0, (0.0, 15.0)
-    for lo in grid:
-        for hi in grid[grid > lo]:
-            pred = np.where(index >= hi, 0, np.where(index >= lo, 1, 2))
-            f = macro_f1(curvature, pred, len(CURVATURE_CLASSES))
-            if f > best + 1e-12:
-                best, cuts = f, (float(lo), float(hi))
-    return {"measure": CURVATURE_MEASURE, "cuts": list(cuts), "in_sample_macro_f1": round(best, 4),
+    from fusion.geometry import CURVATURE_INDEX
+    from fusion.model import fit_index_cuts
+    cuts, best = fit_index_cuts(np.array([curve_measure(b) for b in boxes]), curvature)
+    return {"measure": CURVATURE_INDEX, "cuts": list(cuts), "in_sample_macro_f1": round(best, 4),
             "rule": "kyphotic < cuts[0] <= straightened < cuts[1] <= normal"}
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from fusion.geometry import feature_names
 from fusion.model import (
-    CurveAssessment, FusionConfig, cross_validate, feature_rows, fit_fusion, level_features, load_fusion,
-    macro_f1, predict, to_matrix, train_fusion, tune_alignment_threshold, tune_curvature_priors,
+    CurveAssessment, FusionConfig, apply_index_cuts, cross_validate, feature_rows, fit_fusion, fit_index_cuts,
+    level_features, load_fusion, macro_f1, predict, to_matrix, train_fusion, tune_alignment_threshold, tune_curvature_priors,
 )
 from study.challenge import PatientLabels, read_box_file, read_labels, write_box_file, write_labels
 from study.levels import ALIGNMENT_CLASSES, ALIGNMENT_SCORED_CLASS, CURVATURE_CLASSES, DISCS, CANAL_POSITIONS
@@ -96,6 +96,14 @@ def test_fit_predict_on_toy_cohort():
     cv = cross_validate(X, yc, ya, names, TINY)
     assert len(cv.curvature_macro_f1) == 1 and cv.curvature_macro_f1[0] > 0.6
     assert sum(map(sum, cv.curvature_confusion)) == 60
+    # the toy bow is the curvature index itself, so the cut-point baseline (same folds) reads it too
+    assert len(cv.curvature_cut_rule_macro_f1) == 1 and cv.curvature_cut_rule_macro_f1[0] > 0.8
+    assert "curvature_cut_rule_macro_f1" in cv.summary()
+    # a table without the index column has no baseline, and the summary leaves it out instead of writing NaN
+    keep = [k for k, n in enumerate(names) if n != "curvature_index"]
+    cv_no_index = cross_validate(X[:, keep], yc, ya, [names[k] for k in keep], TINY)
+    assert math.isnan(cv_no_index.curvature_cut_rule_macro_f1[0])
+    assert "curvature_cut_rule_macro_f1" not in cv_no_index.summary()
 
 
 def test_train_save_load_roundtrip(tmp_path):
@@ -192,3 +200,19 @@ def test_shipped_image_head_finds_a_drawn_listhesis(fresh_listhesis_phantoms):
     assert ev["auc"] > 0.9
     assert ev["true_poor_called"] >= 0.4 * ev["n_poor"]
     assert ev["called_poor"] - ev["true_poor_called"] <= 1  # false calls
+
+
+def test_index_cut_points_recover_the_cuts_that_drew_the_labels():
+    rng = np.random.default_rng(3)
+    index = rng.uniform(-12, 35, 300)
+    y = apply_index_cuts(index, (-1.3, 17.6))
+    assert set(y) == {0, 1, 2} and np.all(y[index >= 17.6] == 0) and np.all(y[index < -1.3] == 2)
+    (lo, hi), f1 = fit_index_cuts(index, y)
+    assert f1 == pytest.approx(1.0)
+    # any cut between the neighbouring samples reproduces the labels; the 0.25 grid lands within a step
+    assert abs(lo - -1.3) <= 0.5 and abs(hi - 17.6) <= 0.5
+    assert np.array_equal(apply_index_cuts(index, (lo, hi)), y)
+    # labels that overlap on the index: the fitted cut-points still beat any single-class call
+    noisy = np.where(rng.random(300) < 0.15, rng.integers(0, 3, 300), y)
+    (lo, hi), f1 = fit_index_cuts(index, noisy)
+    assert lo < hi and f1 > max(macro_f1(noisy, np.full(300, c), 3) for c in range(3)) + 0.3
