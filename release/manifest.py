@@ -79,7 +79,23 @@ def verify_manifest(root: PathLike, stages: tuple = ()) -> VerifiedWeights:
     return VerifiedWeights(root, wanted)
 
 
-if __name__ == "__main__":  # python -m release.manifest weights/
+def main(argv: List[str]) -> int:
+    """`python -m release.manifest [WEIGHTS_DIR]`: rewrite the manifest of a weights folder (default weights)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m release.manifest",
+                                     description="Record sha256 and size of every file of a weights folder in "
+                                                 f"its {MANIFEST}, after a stage was retrained by hand.")
+    parser.add_argument("weights_dir", nargs="?", default="weights", help="weights folder (default: weights)")
+    root = Path(parser.parse_args(argv).weights_dir)
+    if not root.is_dir():
+        parser.error(f"{root}: not a folder")
+    if not _model_files(root):
+        parser.error(f"{root}: holds no files to record (is it a weights folder?)")
+    print(f"wrote {write_manifest(root)}")
+    return 0
+
+
+if __name__ == "__main__":
     import sys
 
-    print(f"wrote {write_manifest(sys.argv[1] if len(sys.argv) > 1 else 'weights')}")
+    sys.exit(main(sys.argv[1:]))

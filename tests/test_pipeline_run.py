@@ -115,6 +115,27 @@ def test_manifest_lists_every_shipped_file():
     verify_manifest(ROOT / "weights")   # the shipped weights match their manifest
 
 
+def test_manifest_command_refuses_what_is_not_a_weights_folder(tmp_path):
+    """`python -m release.manifest ARG` once took `--help` for a folder and wrote --help/MANIFEST.json."""
+    def manifest(*args):
+        return subprocess.run([sys.executable, "-m", "release.manifest", *args], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+
+    res = manifest("--help")
+    assert res.returncode == 0 and "weights_dir" in res.stdout and not (tmp_path / "--help").exists()
+    res = manifest(str(tmp_path / "nowhere"))
+    assert res.returncode == 2 and "nowhere: not a folder" in res.stderr and not (tmp_path / "nowhere").exists()
+    (tmp_path / "empty").mkdir()
+    res = manifest(str(tmp_path / "empty"))
+    assert res.returncode == 2 and "holds no files" in res.stderr and not (tmp_path / "empty" / MANIFEST).exists()
+    w = tmp_path / "w"
+    (w / "fusion").mkdir(parents=True)
+    (w / "fusion" / "model.txt").write_text("a model")
+    res = manifest(str(w))
+    assert res.returncode == 0 and f"wrote {w / MANIFEST}" in res.stdout
+    assert verify_manifest(w).files["fusion/model.txt"]["size"] == 7
+
+
 def test_report_html_in_a_real_browser(run_out, batch):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver:
