@@ -459,6 +459,7 @@ class CVResult:
     curvature_macro_f1: Tuple[float, ...]
     curvature_macro_f1_untuned: Tuple[float, ...]   # plain argmax, no prior tuning
     curvature_cut_rule_macro_f1: Tuple[float, ...]   # baseline: two index cut-points fitted on each training part
+    #                                                   (empty when the table has no curvature index column)
     alignment_poor_f1: Tuple[float, ...]
     alignment_poor_f1_fold_sd: Tuple[float, ...]     # spread over the folds inside each repeat
     alignment_auc: Tuple[float, ...]
@@ -476,7 +477,7 @@ class CVResult:
                                   "n_repeats": len(self.curvature_macro_f1)}
         for name in ("curvature_macro_f1", "curvature_macro_f1_untuned", "curvature_cut_rule_macro_f1",
                      "alignment_poor_f1", "alignment_auc"):
-            if not np.all(np.isfinite(getattr(self, name))):  # e.g. the cut-point baseline without an index column
+            if not getattr(self, name):  # the cut-point baseline of a table without the index column
                 continue
             m, s = self._ms(getattr(self, name))
             out[name] = {"mean": round(m, 4), "sd": round(s, 4),
@@ -506,7 +507,7 @@ def cross_validate(X: np.ndarray, curvature: np.ndarray, alignment: np.ndarray, 
     yc, ya = np.asarray(curvature, int), np.asarray(alignment, int)
     # stratify on both labels so every fold holds some of the rare poor-alignment patients
     strata = yc * len(ALIGNMENT_CLASSES) + ya
-    # the cut-point baseline needs the curvature index column (absent in hand-made tables: NaN figures)
+    # the cut-point baseline needs the curvature index column (absent in hand-made tables: no figures)
     ci = list(names).index(CURVATURE_INDEX) if CURVATURE_INDEX in names else None
     cf, cfu, ccut, af, afs, auc = [], [], [], [], [], []
     conf = np.zeros((len(CURVATURE_CLASSES),) * 2, int)
@@ -529,7 +530,8 @@ def cross_validate(X: np.ndarray, curvature: np.ndarray, alignment: np.ndarray, 
             fold_f.append(class_f1(ya[te], align, ALIGNMENT_SCORED_CLASS))
         cf.append(macro_f1(yc, pc, len(CURVATURE_CLASSES)))
         cfu.append(macro_f1(yc, pcu, len(CURVATURE_CLASSES)))
-        ccut.append(macro_f1(yc, pcut, len(CURVATURE_CLASSES)) if ci is not None else math.nan)
+        if ci is not None:
+            ccut.append(macro_f1(yc, pcut, len(CURVATURE_CLASSES)))
         af.append(class_f1(ya, pa, ALIGNMENT_SCORED_CLASS))
         afs.append(float(np.std(fold_f, ddof=1)))
         auc.append(_auc(_poor_target(ya), sa))
