@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 CHALLENGE, DICOM, NIFTI = "challenge", "dicom", "nifti"
 _IGNORED_DIRS = frozenset({"__MACOSX"})
+# In a BIDS root (a folder holding sub-* folders) these folders hold no subjects: derived maps (labels, masks),
+# raw source files and code. Reading them as patients would fail, or take a real subject's id.
+BIDS_NON_SUBJECT_DIRS = frozenset({"derivatives", "sourcedata", "code"})
 # Files that sit beside images by design (BIDS sidecars and tables, the challenge's JSON): not worth a note.
 _QUIET_SUFFIXES = frozenset({".json", ".tsv", ".bval", ".bvec", ".md", ".txt"})
 # Folder names that exporters and scanners give to a study's contents, never a patient's name or id:
@@ -61,7 +64,8 @@ def find_inputs(root: PathLike) -> List[InputSource]:
       the first folder under root holding only that study (root's own name when root is the study), else
       a hash of the StudyInstanceUID; a folder named after the patient is never used.
     - NIfTI volumes (.nii, .nii.gz): one patient per BIDS subject folder (sub-*), else per folder holding
-      the volumes (its parent when named for its contents, such as sag/ or ax/).
+      the volumes (its parent when named for its contents, such as sag/ or ax/). In a BIDS root (a folder
+      holding sub-* folders) derivatives/, sourcedata/ and code/ are not searched: they hold no subjects.
     Raises StudyError when root is missing or holds nothing readable.
     """
     root = Path(root)
@@ -81,6 +85,8 @@ def find_inputs(root: PathLike) -> List[InputSource]:
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _IGNORED_DIRS)
+        if any(d.startswith("sub-") for d in dirs):
+            dirs[:] = [d for d in dirs if d not in BIDS_NON_SUBJECT_DIRS]
         if here != root and _is_challenge_patient(here):
             challenge_dirs.append(here)
             dirs[:] = []

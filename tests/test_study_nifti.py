@@ -41,7 +41,11 @@ def by_id(root: Path):
 
 def test_real_sagittal_orientation_and_spacing(real, tmp_path):
     sources = by_id(real)
-    assert set(sources) == {"cervical_sagittal_t2_crop", "cervical_axial_t2"}
+    # sct_2014/ is a BIDS root: its subjects are patients, its derivatives/ (label maps) are not.
+    expected = {"cervical_sagittal_t2_crop", "cervical_axial_t2"}
+    if (real / "sct_2014").is_dir():
+        expected |= {p.name for p in (real / "sct_2014").glob("sub-*") if (p / "anat").is_dir()}
+    assert set(sources) == expected
     crop = load_input(sources["cervical_sagittal_t2_crop"])
     assert crop.sagittal_spacing_mm == (1.25, 1.25)
     g = crop.sagittal_geometry
@@ -200,3 +204,22 @@ def test_patient_folders_of_nifti_volumes(tmp_path):
         nib.save(vol, str(tmp_path / rel))
     got = {s.patient_id: len(s.files) for s in find_inputs(tmp_path / "batch")}
     assert got == {"p1": 2, "p2": 2, "p3": 1, "sub-04": 1}
+
+
+def test_bids_root_skips_derivatives_sourcedata_and_code(tmp_path):
+    """Label maps under derivatives/ carry a subject's name but are no patient: ids stay sub-01, sub-02."""
+    vol = nib.Nifti1Image(np.random.default_rng(0).random((8, 9, 10)).astype(np.float32), np.eye(4))
+    root = tmp_path / "bids"
+    for rel in ("sub-01/anat/sub-01_T2w.nii.gz", "sub-02/anat/sub-02_T2w.nii.gz",
+                "derivatives/labels/sub-01/anat/sub-01_T2w_landmarks.nii.gz",
+                "sourcedata/sub-02/anat/sub-02_T2w.nii.gz", "code/sub-03/anat/sub-03_T2w.nii.gz"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(vol, str(root / rel))
+    sources = find_inputs(root)
+    assert [s.patient_id for s in sources] == ["sub-01", "sub-02"]
+    assert all("derivatives" not in str(f) and "sourcedata" not in str(f) for s in sources for f in s.files)
+    # Outside a BIDS root a folder called derivatives/ is an ordinary patient folder.
+    other = tmp_path / "plain"
+    (other / "derivatives").mkdir(parents=True)
+    nib.save(vol, str(other / "derivatives" / "t2.nii.gz"))
+    assert [s.patient_id for s in find_inputs(other)] == ["derivatives"]
