@@ -201,6 +201,33 @@ class _Models:
         self.fusion = load_fusion(weights_dir / "fusion")
 
 
+def _patient_space_centres(study, boxes, crops):
+    """(level -> LPS mm, canal position -> LPS mm) for DICOM/NIfTI input, (None, None) for challenge PNGs.
+
+    A level's centre is its body (C2: below the dens) or disc box centre on the mid-sagittal image; a canal
+    position's is the canal centre the classifier found on its axial image, where that image came from a
+    DICOM/NIfTI slice."""
+    import numpy as np
+
+    from detector.boxes import body_centre
+    from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE
+
+    if study.sagittal_geometry is None:
+        return None, None
+    levels = {}
+    for p in CANAL_POSITIONS:
+        b = boxes.box(p, MID_SAGITTAL_SLICE)
+        xy = (b.cx, b.cy) if p in DISCS else body_centre(b, p)
+        levels[p] = tuple(float(v) for v in study.sagittal_geometry.to_world(np.asarray(xy, float)))
+    canal = {}
+    for k, p in enumerate(CANAL_POSITIONS):
+        finding = crops.canal[k]
+        plane = study.axial_geometry.get(p)
+        if finding is not None and plane is not None:
+            canal[p] = tuple(float(v) for v in plane.to_world(np.asarray([finding.x, finding.y], float)))
+    return levels, canal
+
+
 def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: str, dump_dir, clock, truth=None):
     """Stage 3 and the outputs for one patient whose boxes and grades are known (truth: known labels, shown
     on the crop sheet only)."""
@@ -214,8 +241,10 @@ def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: st
         patient_boxes = boxes.as_patient_boxes()
         extra.update(image_features(study.sagittal, patient_boxes.boxes))
         curve = assess_curve(models.fusion, patient_boxes, extra, study.sagittal_spacing_mm)
+    level_lps, canal_lps = _patient_space_centres(study, boxes, crops)
     report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
-                           _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance))
+                           _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance),
+                           level_centres_lps=level_lps, axial_canal_centres_lps=canal_lps)
     with clock("outputs"):
         if dump_dir is not None:
             from classifier.dump import dump_patient

@@ -8,15 +8,11 @@ from typing import Dict, Mapping, Optional, Tuple
 import cv2
 import numpy as np
 
-from detector.boxes import BOX_PADDING_PX, LevelBoxes
+from detector.boxes import LevelBoxes, body_centre
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, VERTEBRAE, disc_neighbours
 from study.study import Study
 
 from .config import ClassifierConfig
-
-# The C2 box holds the body and the dens above it; the body (the C2 canal position) is its lower part.
-C2_BODY_FRACTION = 0.6
-
 
 # ----------------------------------------------------------------------------------------------
 # Canal finder (axial images)
@@ -237,11 +233,7 @@ class CropWindow:
 
 
 def _body_centre(boxes: LevelBoxes, level: str, slice_number: int) -> np.ndarray:
-    b = boxes.box(level, slice_number)
-    if level == "C2":
-        body_h = (b.height - 2 * BOX_PADDING_PX) * C2_BODY_FRACTION
-        return np.array([b.cx, b.y2 - BOX_PADDING_PX - body_h / 2])
-    return np.array([b.cx, b.cy])
+    return np.array(body_centre(boxes.box(level, slice_number), level))
 
 
 def sagittal_windows(boxes: LevelBoxes, cfg: ClassifierConfig,

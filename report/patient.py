@@ -22,6 +22,11 @@ def _round(x: float, n: int = 4) -> float:
     return float(round(float(x), n))
 
 
+def _lps(point) -> list:
+    """A patient-space position rounded to 0.1 mm."""
+    return [_round(v, 1) + 0.0 for v in point]   # + 0.0: no "-0.0"
+
+
 def _box_dict(lb) -> Dict[str, object]:
     b = lb.box
     return {"box": format_box_string(b), "xyxy": [_round(v, 2) for v in b.as_tuple()],
@@ -41,6 +46,11 @@ class PatientReport:
     review_reasons: Tuple[str, ...] = ()
     inputs: Dict[str, str] = field(default_factory=dict)
     provenance: Tuple[str, ...] = ()     # which series/files were used and why (DICOM/NIfTI)
+    # DICOM/NIfTI only (None for challenge PNGs, which carry no geometry): patient-space positions (LPS mm),
+    # so that any viewer can check them without our image grid. Level (C2, C2-3, ...) -> body/disc centre
+    # on the mid-sagittal image; canal position -> the canal centre found on its axial image.
+    level_centres_lps: Optional[Dict[str, Tuple[float, float, float]]] = None
+    axial_canal_centres_lps: Optional[Dict[str, Tuple[float, float, float]]] = None
 
     @property
     def needs_review(self) -> bool:
@@ -53,7 +63,7 @@ class PatientReport:
 
     def to_dict(self) -> Dict[str, object]:
         g, c = self.grades, self.curve
-        return {
+        out = {
             "report_version": REPORT_VERSION,
             "id": self.patient_id,
             "needs_review": self.needs_review,
@@ -81,3 +91,9 @@ class PatientReport:
             "inputs": dict(self.inputs),
             "provenance": list(self.provenance),
         }
+        # Only where known, so that a challenge-PNG report stays as it was.
+        if self.level_centres_lps is not None:
+            out["levels"]["centres_lps"] = {lv: _lps(v) for lv, v in self.level_centres_lps.items()}
+        for p, v in (self.axial_canal_centres_lps or {}).items():
+            out["canal"][p]["canal_centre_lps"] = _lps(v)
+        return out
