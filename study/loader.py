@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import StudyError
+from .fov import describe_padding, padding_mask
 from .levels import CANAL_POSITIONS, IMAGE_SIZE, SAGITTAL_SLICES, axial_file_stem
 from .study import Study
 
@@ -195,9 +196,15 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True,
     def finish() -> StudyReport:
         study = None
         if not errors:
+            # A challenge PNG has no geometry: its field of view is what is not zero padding.
+            fov = {s: padding_mask(image) for s, image in sagittal.items()}
+            for s, mask in fov.items():
+                if not mask.all():
+                    notes.append(f"{shown(Path(sources[f'{SAGITTAL_DIR}/{s}']))}: {describe_padding(mask)} are "
+                                 "padding (exactly 0), outside the field of view")
             study = Study(patient_id=pid, sagittal=sagittal, axial=axial,
                           sources={k: shown(Path(v)) for k, v in sources.items()}, warnings=tuple(notes),
-                          blank_images=tuple(blank))
+                          blank_images=tuple(blank), sagittal_fov=fov)
         shown_errors = tuple(e if e.path is None or root is None else
                              StudyError(e.problem, patient=e.patient, path=shown(Path(e.path))) for e in errors)
         return StudyReport(pid, patient_dir, study, shown_errors, tuple(notes), len(sagittal), len(axial))

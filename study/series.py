@@ -239,10 +239,11 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
 
 
 def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], Dict[str, str], ImagePlane,
-                                                          List[str], Tuple[str, ...]]:
+                                                          List[str], Tuple[str, ...], Dict[int, np.ndarray]]:
     """Slices 5/6/7 on the model grid (1.25 mm/px, anterior left, superior up, centred on the mid slice's
-    field of view), their sources, the mid image's plane, notes, and which slices show one value throughout
-    their field of view ("sag/5" ...). Raises StudyError."""
+    field of view), their sources, the mid image's plane, notes, which slices show one value throughout
+    their field of view ("sag/5" ...), and each slice's field of view on the grid (True where the stored
+    slice has data). Raises StudyError."""
     try:
         choice = choose_sagittal_slices(stack)
     except ValueError as e:
@@ -269,7 +270,7 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
     if covered < 0.999:
         notes.append(f"{stack.label}: the field of view covers {covered:.0%} of the "
                      f"{SAGITTAL_MM_PER_PX:g} mm/px model grid; the rest is black")
-    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes, blank
+    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes, blank, masks
 
 
 def pending_axials(stacks: Sequence[Stack], clean: Clean) -> Tuple[List[AxialSlice], List[str]]:
@@ -305,7 +306,7 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
             failures.append(clean(f"{st.describe()}: only {len(st.slices)} slice(s), need {MIN_SAGITTAL_SLICES}"))
             continue
         try:
-            sag, sources, plane, sag_notes, blank = sagittal_images(st, patient)
+            sag, sources, plane, sag_notes, blank, fov = sagittal_images(st, patient)
         except StudyError as e:
             failures.append(clean(f"{st.describe()}: {e.problem}"))
             continue
@@ -349,4 +350,4 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
     return Study(patient_id=patient, sagittal=sag, axial={}, sagittal_spacing_mm=(SAGITTAL_MM_PER_PX,) * 2,
                  sources={k: clean(v) for k, v in sources.items()}, warnings=tuple(notes),
                  blank_images=blank,
-                 provenance=tuple(prov), sagittal_geometry=plane, pending_axial=tuple(pending))
+                 provenance=tuple(prov), sagittal_geometry=plane, pending_axial=tuple(pending), sagittal_fov=fov)

@@ -43,6 +43,11 @@ class Study:
     # Axial slices not yet matched to levels: study.axial_match.attach_axials fills `axial` from them
     # once the detector has placed the levels.
     pending_axial: Tuple["AxialSlice", ...] = field(default=(), repr=False, compare=False)
+    # Where each sagittal image holds acquired data, per slice number: a boolean mask on the image's grid,
+    # True inside the field of view. DICOM/NIfTI: the part of the model grid the resampled slice covers;
+    # challenge PNGs: everything but the exactly-0 bands along the borders (study.fov.padding_mask). None
+    # (or a missing slice) means the whole image.
+    sagittal_fov: Optional[Mapping[int, np.ndarray]] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         missing = [s for s in SAGITTAL_SLICES if s not in self.sagittal]
@@ -51,6 +56,10 @@ class Study:
         unknown = [p for p in self.axial if p not in CANAL_POSITIONS]
         if unknown:
             raise ValueError(f"Study {self.patient_id}: unknown axial position(s) {unknown}")
+        for s, mask in (self.sagittal_fov or {}).items():
+            if s not in self.sagittal or np.shape(mask) != np.shape(self.sagittal[s]):
+                raise ValueError(f"Study {self.patient_id}: field-of-view mask of slice {s} does not match "
+                                 "its image")
 
     @property
     def mid_sagittal(self) -> np.ndarray:
@@ -59,6 +68,11 @@ class Study:
     def sagittal_stack(self) -> np.ndarray:
         """Slices 5, 6, 7 stacked as (3, H, W)."""
         return np.stack([self.sagittal[s] for s in SAGITTAL_SLICES])
+
+    def field_of_view(self, slice_number: int = MID_SAGITTAL_SLICE) -> np.ndarray:
+        """Boolean mask of where the sagittal slice holds acquired data (all True when unknown)."""
+        mask = (self.sagittal_fov or {}).get(slice_number)
+        return np.ones(np.shape(self.sagittal[slice_number]), bool) if mask is None else np.asarray(mask, bool)
 
     @staticmethod
     def is_blank(image: np.ndarray) -> bool:
