@@ -7,7 +7,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from study.challenge import Box
-from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
+from study.levels import DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
 
 from .boxes import LevelBox, LevelBoxes, disc_box_between
 from .config import DetectorConfig
@@ -299,10 +299,51 @@ def assign_discs(vert: Mapping[str, LevelBox], c: Candidates, cfg: DetectorConfi
 RefineFn = Callable[[Mapping[int, Tuple[np.ndarray, np.ndarray]]], Mapping[int, np.ndarray]]
 
 
+def in_field_of_view(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray) -> np.ndarray:
+    """Whether each point (x, y in pixels) lies inside the image and on a True pixel of its field-of-view mask."""
+    cx, cy = np.atleast_1d(np.asarray(cx, float)), np.atleast_1d(np.asarray(cy, float))
+    h, w = mask.shape
+    inside = np.isfinite(cx) & np.isfinite(cy) & (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+    out = np.zeros(len(cx), bool)
+    ix, iy = np.floor(cx[inside]).astype(int), np.floor(cy[inside]).astype(int)
+    out[inside] = mask[iy, ix]
+    return out
+
+
+def _on_acquired_data(c: Candidates, mask: Optional[np.ndarray]) -> Candidates:
+    """The candidates whose centre lies in the field of view: a box centred on padding is no detection."""
+    if mask is None or not len(c):
+        return c
+    keep = in_field_of_view(mask, c.cx, c.cy)
+    return c if keep.all() else Candidates(c.boxes[keep], c.scores[keep])
+
+
+def outside_levels(vertebrae: Mapping[int, Mapping[str, LevelBox]], detected: Sequence[bool],
+                   mask: np.ndarray) -> Tuple[str, ...]:
+    """Levels not detected on the mid slice whose filled-in box centre there lies outside the image or its
+    field of view (detected: per level, whether the mid slice detected it)."""
+    mid = vertebrae[MID_SAGITTAL_SLICE]
+    cx = np.array([mid[lv].box.cx for lv in VERTEBRAE])
+    cy = np.array([mid[lv].box.cy for lv in VERTEBRAE])
+    seen = in_field_of_view(mask, cx, cy)
+    return tuple(lv for i, lv in enumerate(VERTEBRAE) if not detected[i] and not seen[i])
+
+
 def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: Mapping[int, Candidates],
-             cfg: DetectorConfig, refine: Optional[RefineFn] = None) -> LevelBoxes:
+             cfg: DetectorConfig, refine: Optional[RefineFn] = None,
+             fov: Optional[Mapping[int, np.ndarray]] = None) -> LevelBoxes:
     """All slices of one patient: assign per slice, re-assign with the cross-slice consensus, fill gaps,
-    refine the detected boxes (see RefineFn), derive discs, warn."""
+    refine the detected boxes (see RefineFn), derive discs, warn.
+
+    fov (slice -> boolean mask of where the image holds acquired data, Study.field_of_view): candidates
+    centred off it are dropped before the assignment, and a level left undetected on the mid slice whose
+    filled-in box centre lies outside the image or the field of view is outside the field of view
+    (LevelBoxes.outside_fov): its boxes stay the extrapolated ones, flagged interpolated with confidence 0,
+    and the discs next to it get the rule box likewise. Without fov nothing is checked (as before).
+    """
+    fov = fov or {}
+    vert_cands = {s: _on_acquired_data(c, fov.get(s)) for s, c in vert_cands.items()}
+    disc_cands = {s: _on_acquired_data(c, fov.get(s)) for s, c in disc_cands.items()}
     slices = [s for s in SAGITTAL_SLICES if s in vert_cands]
     first = {s: assign_levels(vert_cands[s], cfg) for s in slices}
     cy = np.array([[vert_cands[s].cy[i] if i >= 0 else np.nan for i in first[s].index] for s in slices])
@@ -317,11 +358,19 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
     overruled = overrule_outliers(found, cfg)
     vertebrae, warnings = fill_missing(found)
     warnings = overruled + warnings
+    outside: Tuple[str, ...] = ()
+    if fov.get(MID_SAGITTAL_SLICE) is not None and MID_SAGITTAL_SLICE in vertebrae:
+        outside = outside_levels(vertebrae, [f is not None for f in found[MID_SAGITTAL_SLICE]],
+                                 fov[MID_SAGITTAL_SLICE])
+        for s in slices:
+            for lv in outside:
+                vertebrae[s][lv] = LevelBox(vertebrae[s][lv].box, 0.0, True)
     if refine is not None:
         # Refine what was detected, and what the other slices supplied (that body is visible 3-4 mm away);
         # not levels guessed from neighbours, which may not be in view at all.
         refinable = {s: [lv for lv in range(N_VERT)
-                         if found[s][lv] is not None or any(found[o][lv] is not None for o in slices if o != s)]
+                         if (found[s][lv] is not None or any(found[o][lv] is not None for o in slices if o != s))
+                         and VERTEBRAE[lv] not in outside]
                      for s in slices}
         vertebrae = _refined(vertebrae, refine, refinable)
         # A refiner fed a crop between two bodies can snap to the wrong one: check the slices agree again.
@@ -335,8 +384,14 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
                                 for i, lv in enumerate(VERTEBRAE)}
                 warnings.append(f"slice {s}: {', '.join(moved)} re-placed after refining to keep top-to-bottom order")
     discs = {s: assign_discs(vertebrae[s], disc_cands.get(s, Candidates.empty(len(DISCS))), cfg) for s in slices}
+    if outside:
+        for s in slices:
+            for d in DISCS:
+                up, lo = disc_neighbours(d)
+                if up in outside or lo in outside:
+                    discs[s][d] = LevelBox(disc_box_between(vertebrae[s][up].box, vertebrae[s][lo].box), 0.0, True)
     warnings += check_anatomy(vertebrae, cfg)
-    return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings))
+    return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings), outside)
 
 
 def overrule_outliers(found: Dict[int, List[Optional[Tuple[np.ndarray, float]]]], cfg: DetectorConfig) -> List[str]:

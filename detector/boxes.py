@@ -5,11 +5,13 @@ from dataclasses import dataclass, field
 from typing import Dict, Mapping, Tuple
 
 from study.challenge import Box, PatientBoxes
-from study.levels import DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
+from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
 
 # Challenge boxes are the tight vertebra box grown by this much on every side (see ../shared README).
 BOX_PADDING_PX = 3.0
 MIN_DISC_GAP_PX = 2.0
+# Why a level outside the image's field of view is not graded (reports say it in these words).
+OUTSIDE_FOV = "outside the field of view"
 # The C2 box holds the body and the dens above it; the body (the C2 canal position) is its lower part.
 C2_BODY_FRACTION = 0.6
 
@@ -61,6 +63,10 @@ class LevelBoxes:
     vertebrae: Mapping[int, Mapping[str, LevelBox]]
     discs: Mapping[int, Mapping[str, LevelBox]]
     warnings: Tuple[str, ...] = ()
+    # Vertebrae (VERTEBRAE order) that lie outside the image or its field of view (on padding): never
+    # detected, their boxes only extrapolated (interpolated, confidence 0) so that every level has one.
+    # Nothing may be graded from them: see outside_positions.
+    outside_fov: Tuple[str, ...] = ()
 
     @staticmethod
     def from_patient_boxes(boxes: PatientBoxes) -> "LevelBoxes":
@@ -82,3 +88,15 @@ class LevelBoxes:
     @property
     def interpolated_levels(self) -> Tuple[str, ...]:
         return tuple(lv for lv in VERTEBRAE if any(self.vertebrae[s][lv].interpolated for s in SAGITTAL_SLICES))
+
+    @property
+    def outside_discs(self) -> Tuple[str, ...]:
+        """Discs outside the field of view: those with either vertebra outside it."""
+        return tuple(d for d in DISCS if any(v in self.outside_fov for v in disc_neighbours(d)))
+
+    @property
+    def outside_positions(self) -> Tuple[str, ...]:
+        """The canal positions (CANAL_POSITIONS order) that must not be graded: the vertebrae outside the
+        field of view and the discs next to them. The one rule every stage and the report follow."""
+        out = set(self.outside_fov) | set(self.outside_discs)
+        return tuple(p for p in CANAL_POSITIONS if p in out)

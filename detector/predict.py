@@ -159,7 +159,8 @@ class Detector:
                     done = self.refiner.refine_many([(normalised[(k, SAGITTAL_SLICES.index(s))], *requests[s])
                                                      for s in order])
                     return dict(zip(order, done))
-            out.append(assemble(pid, vert, disc, self.config, refine))
+            fov = {s: studies[k].field_of_view(s) for s in SAGITTAL_SLICES}
+            out.append(assemble(pid, vert, disc, self.config, refine, fov))
         return out
 
 

@@ -268,3 +268,84 @@ def test_fill_missing_repairs_order_broken_by_a_filled_box():
     cy = [out[6][lv].box.cy for lv in VERTEBRAE]
     assert all(a < b for a, b in zip(cy, cy[1:]))
     assert out[6]["C4"].interpolated and any("re-spaced" in w for w in warnings)
+
+
+# ----------------------------------------------------------------------------------------------
+# The field of view: no level on padding or outside the image
+# ----------------------------------------------------------------------------------------------
+def fov_ending_at(row: int, size: int = 224) -> dict:
+    """Every slice's field of view: rows above `row` hold data, the rest is padding."""
+    mask = np.zeros((size, size), bool)
+    mask[:row] = True
+    return {s: mask for s in SAGITTAL_SLICES}
+
+
+def test_levels_below_the_field_of_view_are_outside_it_and_never_found():
+    b = true_layout()                       # C4 spans rows 93-111, C5 is centred at 119
+    keep = [0, 1, 2]
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    lb = assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG,
+                  fov=fov_ending_at(112))
+    assert lb.outside_fov == ("C5", "C6", "C7")
+    assert lb.outside_discs == ("C4-5", "C5-6", "C6-7")
+    assert lb.outside_positions == ("C4-5", "C5", "C5-6", "C6", "C6-7", "C7")
+    for s in SAGITTAL_SLICES:
+        cy = centres(lb, s)
+        assert all(a < b for a, b in zip(cy, cy[1:]))          # still six boxes, in order
+        for lv in ("C5", "C6", "C7"):
+            v = lb.vertebrae[s][lv]
+            assert v.interpolated and v.confidence == 0.0 and v.box.cy >= 112
+        for d in ("C4-5", "C5-6", "C6-7"):
+            assert lb.discs[s][d].interpolated and lb.discs[s][d].confidence == 0.0
+        for lv in ("C2", "C3", "C4"):
+            assert not lb.vertebrae[s][lv].interpolated
+    # The same detections without a field of view (or with an all-True one) are unchanged: nothing outside.
+    plain = assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG)
+    assert plain.outside_fov == ()
+    assert assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG,
+                    fov=fov_ending_at(224)) == plain
+
+
+def test_a_detection_centred_on_padding_is_no_detection():
+    """The network 'finds' C5-C7 on the black padding below the image: they must not become levels."""
+    b = true_layout()
+    per = {s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES}
+    plain = _assemble(per)
+    assert plain.outside_fov == () and plain.interpolated_levels == ()
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    lb = assemble("p", per, empty_disc, CFG, fov=fov_ending_at(112))
+    assert lb.outside_fov == ("C5", "C6", "C7")
+    assert all(lb.vertebrae[6][lv].confidence == 0.0 for lv in lb.outside_fov)
+    for lv in ("C2", "C3", "C4"):
+        assert lb.vertebrae[6][lv] == plain.vertebrae[6][lv]
+
+
+def test_a_level_extrapolated_beyond_the_image_is_outside_even_without_padding():
+    """Detections that end at the image's lower edge: what is extrapolated below it is outside the image."""
+    b = true_layout(y0=150.0)               # C2 at 150 ... C5 at 209, C6 would be 226, beyond the 224 rows
+    keep = [0, 1, 2, 3]
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    lb = assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG,
+                  fov=fov_ending_at(224))
+    assert lb.outside_fov == ("C6", "C7")
+
+
+def test_a_level_filled_in_between_found_ones_is_not_outside():
+    b = true_layout()
+    keep = [0, 1, 3, 4, 5]                  # C4 missing everywhere, but between found levels in the image
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    lb = assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG,
+                  fov=fov_ending_at(224))
+    assert lb.outside_fov == () and lb.interpolated_levels == ("C4",)
+
+
+def test_levels_above_the_field_of_view_are_outside_too():
+    b = true_layout()
+    keep = [3, 4, 5]                        # only C5-C7 seen; the image starts at row 112
+    mask = np.zeros((224, 224), bool)
+    mask[112:] = True
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    lb = assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG,
+                  fov={s: mask for s in SAGITTAL_SLICES})
+    assert lb.outside_fov == ("C2", "C3", "C4")
+    assert lb.outside_positions == ("C2", "C2-3", "C3", "C3-4", "C4", "C4-5")
