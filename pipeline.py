@@ -47,11 +47,15 @@ def validate(input_dir: Path):
               help="With --boxes: bend a geometry whose curve lies outside its curvature label's band into it "
                    "(C3-C6 bowed, C2-C7 line kept), so every label is drawn by its definition; the bends are "
                    "noted in phantom.json. Without it the geometry is kept as read, with the readers' label.")
-def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant, draw_curvature):
+@click.option("--realistic", type=click.IntRange(0), default=0, show_default=True,
+              help="Render each patient this many times framed and contrasted as real scans are (random scale, "
+                   "position and field of view, head and thorax drawn, random tissue contrasts; sagittal slices "
+                   "only, with visible_boxes.json), for training the detector. 0: the challenge layout.")
+def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant, draw_curvature, realistic):
     """Render phantom patients in the challenge layout, with labels.json and boxes.json."""
     from synth.cli import synth_command
     sys.exit(synth_command(out_dir, n_patients, seed, boxes_file, labels_file, variant=variant,
-                           draw_curvature=draw_curvature))
+                           draw_curvature=draw_curvature, realistic=realistic))
 
 
 @cli.command()

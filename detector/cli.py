@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -45,8 +46,19 @@ def build_dataset_cmd(layout_dir, boxes_file, out_dir, val_fraction, seed, desig
 @click.option("--card-section", "card_sections", multiple=True, type=click.Path(path_type=Path, exists=True),
               help="Markdown file appended to the model card (its first line '# Title' is the section title).")
 @click.option("--real-check/--no-real-check", default=True, help="Score the real scan when ../shared has it.")
+@click.option("--extra", "extra_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help="More training folders, e.g. realistic phantoms (`pipeline.py synth --realistic K`) with "
+                   "visible_boxes.json; renders of the main folder's geometries follow their geometry's split.")
+@click.option("--init", "init_weights", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Start from this ultralytics checkpoint (.pt) instead of random weights.")
+@click.option("--holdout", "holdout_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="holdout.json: geometries never trained on (scored as the evaluation hold-out).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-time budget for YOLO (replaces --epochs).")
+@click.option("--lr0", type=float, default=None, help="Initial learning rate (default: config).")
+@click.option("--threads", type=int, default=None, help="CPU threads for training (default: config).")
 def train_cmd(layout_dir, boxes_file, out_dir, epochs, design, model_yaml, eval_dirs, work_dir, data_description,
-              card_sections, real_check):
+              card_sections, real_check, extra_dirs, init_weights, holdout_file, minutes, lr0, threads):
     """Train from a .yaml and write weights, config.json, metrics.json and MODEL_CARD.md."""
     from .config import DetectorConfig, TrainConfig
     from .train import EvalSet, train
@@ -57,14 +69,26 @@ def train_cmd(layout_dir, boxes_file, out_dir, epochs, design, model_yaml, eval_
         cfg = replace(cfg, model_yaml=model_yaml)
     if epochs:
         tc = replace(tc, epochs=epochs)
+    if minutes:
+        tc = replace(tc, minutes=minutes)
+    if lr0:
+        tc = replace(tc, lr0=lr0)
+    if threads:
+        tc = replace(tc, threads=threads)
+    exclude = frozenset()
+    if holdout_file:
+        from study.splits import read_holdout
+        exclude = frozenset(read_holdout(holdout_file))
     sets = [EvalSet(d.name, d, d / "boxes.json", None, f"every patient of {d} (never trained on)") for d in eval_dirs]
     sections = {}
     for f in card_sections:
         text = f.read_text().splitlines()
         title = text[0].lstrip("# ").strip() if text and text[0].startswith("#") else f.stem
         sections[title] = "\n".join(text[1:] if text and text[0].startswith("#") else text)
+    command = "python -m detector train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     result = train(layout_dir, boxes_file or layout_dir / "boxes.json", out_dir, cfg, tc, sets, work_dir,
-                   data_description=data_description, card_sections=sections, real_check=real_check)
+                   data_description=data_description, card_sections=sections, real_check=real_check,
+                   exclude=exclude, command=command, extra_dirs=extra_dirs, init_weights=init_weights)
     click.echo(f"weights -> {result.weights_dir} ({result.epochs} epochs, {result.train_seconds / 60:.1f} min)")
 
 

@@ -11,12 +11,12 @@ from typing import AbstractSet, Dict, List, Mapping, Sequence, Tuple, Union
 import numpy as np
 import yaml
 
-from study.challenge import Box, PatientBoxes, read_box_file
+from study.challenge import VISIBLE_BOXES_FILE, Box, PatientBoxes, VisibleBoxes, read_box_file, read_visible_boxes
 from study.errors import InputError
-from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE
+from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
 from study.splits import split_key
 
-from .boxes import disc_boxes
+from .boxes import disc_box_between
 from .config import class_names
 
 PathLike = Union[str, Path]
@@ -32,6 +32,8 @@ class DatasetInfo:
     val_ids: Tuple[str, ...]
     class_design: str
     n_images: int
+    extra_train_ids: Tuple[str, ...] = ()   # from extra_dirs (see build_dataset)
+    extra_val_ids: Tuple[str, ...] = ()
 
 
 def split_patients(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
@@ -48,16 +50,39 @@ def split_patients(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[
     return train, val
 
 
-def slice_boxes(patient: PatientBoxes, slice_number: int, design: str) -> List[Tuple[int, Box]]:
-    """(class index, box) for every vertebra and disc on one slice, discs by detector.boxes.disc_box_between."""
+def slice_boxes(patient: Union[PatientBoxes, VisibleBoxes], slice_number: int, design: str) -> List[Tuple[int, Box]]:
+    """(class index, box) for every vertebra the slice shows and every disc between two of them (discs by
+    detector.boxes.disc_box_between). A challenge box file shows all six; a visible-box file may not."""
     vert = patient.boxes[slice_number]
-    discs = disc_boxes(vert)
+    shown = [lv for lv in VERTEBRAE if lv in vert]
+    discs = {d: disc_box_between(vert[a], vert[b]) for d in DISCS for a, b in [disc_neighbours(d)]
+             if a in vert and b in vert}
     if design == "levels":
-        out = [(VERTEBRAE.index(lv), vert[lv]) for lv in VERTEBRAE]
-        out += [(len(VERTEBRAE) + DISCS.index(d), discs[d]) for d in DISCS]
+        out = [(VERTEBRAE.index(lv), vert[lv]) for lv in shown]
+        out += [(len(VERTEBRAE) + DISCS.index(d), discs[d]) for d in DISCS if d in discs]
     else:
-        out = [(0, vert[lv]) for lv in VERTEBRAE] + [(1, discs[d]) for d in DISCS]
+        out = [(0, vert[lv]) for lv in shown] + [(1, discs[d]) for d in DISCS if d in discs]
     return out
+
+
+def read_extra_folder(folder: Path) -> Dict[str, VisibleBoxes]:
+    """The patients of a folder of renders that may not show every level: its visible_boxes.json, else its
+    challenge boxes.json. Raises InputError when neither is there or a patient lacks its images."""
+    if (folder / VISIBLE_BOXES_FILE).is_file():
+        patients = {p.patient_id: p for p in read_visible_boxes(folder / VISIBLE_BOXES_FILE)}
+    elif (folder / "boxes.json").is_file():
+        contents = read_box_file(folder / "boxes.json")
+        if contents.errors:
+            raise InputError(f"{len(contents.errors)} patient(s) with bad boxes, first: {contents.errors[0]}",
+                             path=folder / "boxes.json")
+        patients = {p.patient_id: VisibleBoxes.of(p) for p in contents.patients}
+    else:
+        raise InputError(f"neither {VISIBLE_BOXES_FILE} nor boxes.json found", path=folder)
+    missing = [pid for pid in patients
+               if not all((folder / pid / "sag" / f"{s}.png").is_file() for s in SAGITTAL_SLICES)]
+    if missing:
+        raise InputError(f"{len(missing)} patient(s) have no sag/5,6,7.png: {missing[:5]}", path=folder)
+    return patients
 
 
 def yolo_label_lines(items: Sequence[Tuple[int, Box]], image_size: int = IMAGE_SIZE) -> List[str]:
@@ -80,13 +105,18 @@ def image_name(patient_id: str, slice_number: int) -> str:
 
 def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike, val_fraction: float = 0.1,
                   seed: int = 0, class_design: str = "levels",
-                  val_ids: Sequence[str] = (), exclude: AbstractSet[str] = frozenset()) -> DatasetInfo:
+                  val_ids: Sequence[str] = (), exclude: AbstractSet[str] = frozenset(),
+                  extra_dirs: Sequence[PathLike] = ()) -> DatasetInfo:
     """Write out_dir/{images,labels}/{train,val}/, data.yaml and split.json from a challenge-layout folder.
 
     All three sagittal slices of a patient go to the same split. Patients in the box file without
     images are skipped with an error listing them (a silent partial dataset would skew the split).
     `val_ids`, when given, fixes the validation patients instead of drawing them. Patients whose geometry
     is in `exclude` (the evaluation hold-out of study.splits) are left out of both sides.
+
+    extra_dirs: more folders of renders (e.g. the realistic phantoms, with visible_boxes.json). A render of a
+    geometry of the main folder ('{id}~framed0') goes to its geometry's side of the split; other geometries
+    are split apart with the same fraction and seed, every render of one geometry on one side.
     """
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     names = class_names(class_design)
@@ -109,17 +139,39 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
         train = sorted(set(patients) - set(val))
     else:
         train, val = split_patients(list(patients), val_fraction, seed)
+    # Every patient: (its folder, its boxes); the main folder's first, then the extra folders'.
+    sources: Dict[str, Tuple[Path, Union[PatientBoxes, VisibleBoxes]]] = {
+        pid: (layout_dir, p) for pid, p in patients.items()}
+    extra_train: List[str] = []
+    extra_val: List[str] = []
+    if extra_dirs:
+        main_val, main_train = {split_key(p) for p in val}, {split_key(p) for p in train}
+        extra: Dict[str, Tuple[Path, VisibleBoxes]] = {}
+        for folder in map(Path, extra_dirs):
+            for pid, p in read_extra_folder(folder).items():
+                if split_key(pid) in exclude:
+                    continue
+                if pid in sources or pid in extra:
+                    raise InputError(f"patient id {pid!r} appears in two training folders", path=folder)
+                extra[pid] = (folder, p)
+        new_keys = sorted({split_key(p) for p in extra} - main_val - main_train)
+        _, new_val = split_patients(new_keys, val_fraction, seed) if new_keys else ([], [])
+        val_keys = main_val | set(new_val)
+        for pid in sorted(extra):
+            (extra_val if split_key(pid) in val_keys else extra_train).append(pid)
+        sources.update(extra)
     if out_dir.exists():
         shutil.rmtree(out_dir)  # a stale image from an earlier export would leak into training
     n_images = 0
-    for split, ids in (("train", train), ("val", val)):
+    for split, ids in (("train", train + extra_train), ("val", val + extra_val)):
         (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         (out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
         for pid in ids:
+            folder, boxes = sources[pid]
             for s in SAGITTAL_SLICES:
                 stem = image_name(pid, s)
-                _link_or_copy(layout_dir / pid / "sag" / f"{s}.png", out_dir / "images" / split / f"{stem}.png")
-                lines = yolo_label_lines(slice_boxes(patients[pid], s, class_design))
+                _link_or_copy(folder / pid / "sag" / f"{s}.png", out_dir / "images" / split / f"{stem}.png")
+                lines = yolo_label_lines(slice_boxes(boxes, s, class_design))
                 (out_dir / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
                 n_images += 1
     data = {"path": str(out_dir.resolve()), "train": "images/train", "val": "images/val" if val else "images/train",
@@ -127,10 +179,13 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     (out_dir / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     (out_dir / SPLIT_FILE).write_text(json.dumps({"seed": seed, "val_fraction": val_fraction,
                                                   "class_design": class_design, "train": train, "val": val,
+                                                  "extra_dirs": [str(d) for d in extra_dirs],
+                                                  "extra_train": extra_train, "extra_val": extra_val,
                                                   "excluded": len({split_key(p.patient_id) for p in contents.patients}
                                                                   & set(exclude))},
                                                  indent=1) + "\n")
-    return DatasetInfo(out_dir / "data.yaml", tuple(train), tuple(val), class_design, n_images)
+    return DatasetInfo(out_dir / "data.yaml", tuple(train), tuple(val), class_design, n_images,
+                       tuple(extra_train), tuple(extra_val))
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

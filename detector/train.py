@@ -20,6 +20,7 @@ from .config import DetectorConfig, TrainConfig, to_dict
 from .dataset import DatasetInfo, build_dataset
 from .metrics import DetectorMetrics, evaluate_folder
 from .predict import TRACED_FILE, WEIGHTS_FILE, Detector, export_traced, write_weights_config
+from release.manifest import sha256_of
 from .yolo_env import configure, yolo
 
 PathLike = Union[str, Path]
@@ -125,20 +126,31 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
           eval_sets: Sequence[EvalSet] = (), work_dir: Optional[PathLike] = None,
           val_ids: Sequence[str] = (), data_description: str = "",
           card_sections: Optional[Mapping[str, str]] = None, real_check: bool = True,
-          verbose: bool = True, exclude: AbstractSet[str] = frozenset(), command: str = "") -> TrainResult:
+          verbose: bool = True, exclude: AbstractSet[str] = frozenset(), command: str = "",
+          extra_dirs: Sequence[PathLike] = (), init_weights: Optional[PathLike] = None) -> TrainResult:
     """Export the dataset, train YOLO from config.model_yaml, and write out_dir/{best.pt, config.json,
     MODEL_CARD.md, metrics.json, args.yaml}. The held-out patients of the split are always scored.
 
     exclude: geometry ids never trained on (the evaluation hold-out of study.splits); those of them in the
     box file are scored as the "evaluation hold-out" set.
+    extra_dirs: more training folders (realistic phantoms with visible_boxes.json; see build_dataset).
+    init_weights: an ultralytics checkpoint (.pt, same class design) to start from instead of random weights;
+    the card names it and its sha256.
     """
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     tc = train_config
     work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work"
     configure(work / "ultralytics-config", threads=tc.threads or max(1, (os.cpu_count() or 2) - 1))
     info = build_dataset(layout_dir, boxes_file, work / "dataset", tc.val_fraction, tc.seed, config.class_design,
-                         val_ids=val_ids, exclude=exclude)
-    model = yolo()(str(resolve_model_yaml(config.model_yaml)))
+                         val_ids=val_ids, exclude=exclude, extra_dirs=extra_dirs)
+    if init_weights is not None:
+        init_weights = Path(init_weights)
+        if not init_weights.is_file():
+            raise FileNotFoundError(f"no checkpoint at {init_weights}")
+        card_sections = {"Initial weights": f"Training started from `{init_weights}` (sha256 "
+                                            f"{sha256_of(init_weights)}), not from random weights.",
+                         **(card_sections or {})}
+    model = yolo()(str(init_weights if init_weights is not None else resolve_model_yaml(config.model_yaml)))
     run_dir = work / "run"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -156,6 +168,12 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     train_seconds = time.perf_counter() - t0
     if tc.minutes:  # the epochs ultralytics fitted to the budget and ran (the card states them)
         tc = replace(tc, epochs=int(model.trainer.epoch) + 1)
+    if extra_dirs:
+        card_sections = {"Extra training data": (
+            f"Besides the main folder: {', '.join(str(d) for d in extra_dirs)}: {len(info.extra_train_ids)} "
+            f"patients trained on, {len(info.extra_val_ids)} in the validation split (every render of a geometry "
+            "on its geometry's side; levels outside a render's field of view carry no box)."),
+            **(card_sections or {})}
 
     weights = run_dir / "weights"
     src = weights / "best.pt" if (weights / "best.pt").is_file() else weights / "last.pt"

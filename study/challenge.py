@@ -263,6 +263,56 @@ def write_box_file(path: PathLike, patients: Iterable[PatientBoxes]) -> None:
     write_json_atomic(path, [patient_boxes_to_row(p) for p in patients])
 
 
+# A visible-box file: the level boxes each sagittal slice shows, for images that do not show all of C2-C7
+# (a field of view that ends above C7, a tight crop). [{"id": ..., "slices": {"5": {"C2": "(x1,y1)(x2,y2)",
+# ...}, "6": {...}, "7": {...}}}]; a level a slice does not show has no entry. Written by the realistic
+# phantoms (synth/realistic.py), read by the detector's dataset export.
+VISIBLE_BOXES_FILE = "visible_boxes.json"
+
+
+@dataclass(frozen=True)
+class VisibleBoxes:
+    """The vertebra boxes present on each slice of one patient: boxes[slice][level], levels may be absent."""
+
+    patient_id: str
+    boxes: Mapping[int, Mapping[str, Box]]
+
+    @staticmethod
+    def of(p: PatientBoxes) -> "VisibleBoxes":
+        return VisibleBoxes(p.patient_id, p.boxes)
+
+
+def write_visible_boxes(path: PathLike, patients: Iterable[VisibleBoxes]) -> None:
+    rows = [{_KEY_ID: p.patient_id,
+             "slices": {str(s): {lv: format_box_string(p.boxes[s][lv]) for lv in VERTEBRAE if lv in p.boxes[s]}
+                        for s in SAGITTAL_SLICES}} for p in patients]
+    write_json_atomic(path, rows)
+
+
+def read_visible_boxes(path: PathLike, image_size: int = IMAGE_SIZE) -> List[VisibleBoxes]:
+    """Read a visible-box file; raises BoxFileError naming the patient and level of the first bad entry."""
+    data = _read_json(path, BoxFileError)
+    if not isinstance(data, list):
+        raise BoxFileError("expected a JSON list of patient rows", path=path)
+    out = []
+    for i, row in enumerate(data):
+        pid = row.get(_KEY_ID) if isinstance(row, Mapping) else None
+        if not isinstance(pid, str) or not pid or not isinstance(row.get("slices"), Mapping):
+            raise BoxFileError(f"row {i}: expected {{'id': ..., 'slices': {{...}}}}", path=path)
+        boxes: Dict[int, Dict[str, Box]] = {}
+        for s in SAGITTAL_SLICES:
+            entries = row["slices"].get(str(s), {})
+            unknown = sorted(set(entries) - set(VERTEBRAE))
+            if unknown:
+                raise BoxFileError(f"slice {s}: unknown level(s) {unknown}", patient=pid, path=path)
+            try:
+                boxes[s] = {lv: parse_box_string(entries[lv], image_size) for lv in VERTEBRAE if lv in entries}
+            except BoxFileError as e:
+                raise BoxFileError(f"slice {s}: {e.problem}", patient=pid, path=path) from None
+        out.append(VisibleBoxes(pid, boxes))
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # JSON helpers
 # ----------------------------------------------------------------------------------------------

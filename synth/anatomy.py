@@ -15,7 +15,7 @@ The clinical labels are drawn by their definitions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from scipy.interpolate import CubicSpline, PchipInterpolator
@@ -23,6 +23,9 @@ from scipy.spatial import cKDTree
 
 from study.challenge import Box, PatientLabels
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
+
+if TYPE_CHECKING:
+    from .extended import ExtendedAnatomy
 
 # The challenge boxes are the vertebra's tight box expanded by this many pixels on every side.
 BOX_PADDING_PX = 3.0
@@ -43,16 +46,31 @@ class Frame:
     tree: cKDTree = field(repr=False, compare=False)
 
     @staticmethod
-    def through(centres_px: np.ndarray, spacing_mm: float, image_size: int) -> "Frame":
-        """A smooth curve through body centres (top to bottom), extended past both image edges."""
+    def through(centres_px: np.ndarray, spacing_mm: float, image_size: int,
+                bend_below_deg: float = 0.0, margin_px: float = 40.0) -> "Frame":
+        """A smooth curve through body centres (top to bottom), extended past both image edges.
+
+        bend_below_deg: the extension below the last centre turns by this much per step toward anterior,
+        as the thoracic kyphosis does (0: straight, the challenge phantom's column).
+        """
         c = np.asarray(centres_px, float)
         up = c[0] - c[1]
         down = c[-1] - c[-2]
-        n_up = int(np.ceil((c[0, 1] + 40) / max(abs(up[1]), 4)))
-        n_dn = int(np.ceil((image_size + 40 - c[-1, 1]) / max(abs(down[1]), 4)))
+        n_up = int(np.ceil((c[0, 1] + margin_px) / max(abs(up[1]), 4)))
+        n_dn = int(np.ceil((image_size + margin_px - c[-1, 1]) / max(abs(down[1]), 4)))
+        if bend_below_deg:
+            below, p, d = [], c[-1].copy(), down.copy()
+            a = np.deg2rad(bend_below_deg)
+            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])  # turns "down" toward anterior (-x)
+            while (p[1] < image_size + margin_px or len(below) < 2) and len(below) < 200:
+                d = rot @ d
+                p = p + d
+                below.append(p.copy())
+            lower = np.array(below)
+        else:
+            lower = c[-1] + down * np.arange(1, n_dn + 1)[:, None]
         # Straight extensions keep the extrapolated column from swinging off the neck.
-        pts = np.concatenate([c[0] + up * np.arange(n_up, 0, -1)[:, None], c,
-                              c[-1] + down * np.arange(1, n_dn + 1)[:, None]])
+        pts = np.concatenate([c[0] + up * np.arange(n_up, 0, -1)[:, None], c, lower])
         chord = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
         spline = CubicSpline(chord, pts, bc_type="natural")
         u = np.arange(0, chord[-1], 0.25)
@@ -122,8 +140,14 @@ def _solve_tilted_rect(w_box: float, h_box: float, theta: float) -> Tuple[float,
     return 0.92 * w_box, 0.92 * h_box
 
 
-def build_column(boxes: Mapping[str, Box], frame: Frame, rng_c2: float) -> Column:
-    """Body extents along the frame that reproduce the given boxes, with a minimum disc height."""
+def thoracic_names(n: int) -> Tuple[str, ...]:
+    return tuple(f"T{k}" for k in range(1, n + 1))
+
+
+def build_column(boxes: Mapping[str, Box], frame: Frame, rng_c2: float,
+                 below: Tuple[str, ...] = EXTRA_BELOW) -> Column:
+    """Body extents along the frame that reproduce the given boxes, with a minimum disc height; `below` names
+    the bodies drawn under C7 (thoracic bodies grow a little taller and their discs thinner going down)."""
     sp = frame.spacing_mm
     tops, bots, depths = [], [], []
     dens_top = c2_body_top = 0.0
@@ -160,12 +184,15 @@ def build_column(boxes: Mapping[str, Box], frame: Frame, rng_c2: float) -> Colum
             tops[j + 1] += cut
     mean_disc = float(np.mean(tops[1:] - bots[:-1]))
     h7, d7 = bots[-1] - tops[-1], depths[-1]
-    for k in range(len(EXTRA_BELOW)):
-        top = bots[-1] + mean_disc * 1.05
+    for k in range(len(below)):
+        # The challenge phantom's three (T1-T3) keep C7's proportions; further down the thoracic bodies
+        # grow (about 2 % per level) and their discs thin, as in the real upper thoracic spine.
+        grow = 1.03 * (1.02 ** max(0, k - 2))
+        top = bots[-1] + mean_disc * (1.05 if k < 3 else 0.85)
         tops = np.append(tops, top)
-        bots = np.append(bots, top + h7 * 1.03)
-        depths = np.append(depths, d7 * 1.03)
-    return Column(VERTEBRAE + EXTRA_BELOW, tops, bots, depths, float(dens_top), float(c2_body_top))
+        bots = np.append(bots, top + h7 * grow)
+        depths = np.append(depths, d7 * grow)
+    return Column(VERTEBRAE + tuple(below), tops, bots, depths, float(dens_top), float(c2_body_top))
 
 
 @dataclass(frozen=True)
@@ -265,6 +292,9 @@ class PatientAnatomy:
     listhesis_mm: float
     nucleus_hydrated: Tuple[bool, ...]                   # per disc
     params: Dict[str, float]                             # soft-tissue shape parameters
+    # Head above the foramen magnum and the thorax below C7 (synth/extended.py); None for the challenge
+    # phantom, which draws only the neck the challenge images show.
+    extended: Optional["ExtendedAnatomy"] = None
 
     @property
     def mid(self) -> SliceAnatomy:
@@ -272,10 +302,21 @@ class PatientAnatomy:
 
 
 def build_anatomy(boxes: Mapping[int, Mapping[str, Box]], labels: PatientLabels, rng: np.random.Generator,
-                  image_size: int) -> PatientAnatomy:
-    """Draw the patient's anatomy: frames from the boxes, lesions from the labels, the rest at random."""
+                  image_size: int, extended: Optional["ExtendedAnatomy"] = None,
+                  spacing_mm: Optional[float] = None, slice_gap_mm: Optional[float] = None) -> PatientAnatomy:
+    """Draw the patient's anatomy: frames from the boxes, lesions from the labels, the rest at random.
+
+    extended: also a head and a thorax (the wider views of real scans); spacing_mm / slice_gap_mm fix the
+    pixel size and the distance between sagittal slices instead of drawing them (the draws still happen,
+    so the random stream is the same either way).
+    """
     spacing = rng.uniform(1.15, 1.35)
     slice_gap = rng.uniform(3.0, 4.0)
+    spacing = spacing if spacing_mm is None else float(spacing_mm)
+    slice_gap = slice_gap if slice_gap_mm is None else float(slice_gap_mm)
+    below = EXTRA_BELOW if extended is None else thoracic_names(extended.n_thoracic)
+    bend = 0.0 if extended is None else extended.kyphosis_deg_per_step
+    margin = 40.0 if extended is None else 80.0
     c2_body_fraction = rng.uniform(0.56, 0.64)
     slices = {}
     for k in SAGITTAL_SLICES:
@@ -285,8 +326,9 @@ def build_anatomy(boxes: Mapping[int, Mapping[str, Box]], labels: PatientLabels,
             b = bk[lv]
             cy = b.y2 - BOX_PADDING_PX - (b.height - 2 * BOX_PADDING_PX) * c2_body_fraction / 2 if lv == "C2" else b.cy
             centres.append((b.cx, cy))
-        frame = Frame.through(np.array(centres), spacing, image_size)
-        slices[k] = SliceAnatomy(frame, build_column(bk, frame, c2_body_fraction),
+        frame = Frame.through(np.array(centres), spacing, image_size, bend, margin) if extended is not None \
+            else Frame.through(np.array(centres), spacing, image_size)
+        slices[k] = SliceAnatomy(frame, build_column(bk, frame, c2_body_fraction, below),
                                  (k - MID_SAGITTAL_SLICE) * slice_gap)
     col = slices[MID_SAGITTAL_SLICE].column
 
@@ -326,4 +368,4 @@ def build_anatomy(boxes: Mapping[int, Mapping[str, Box]], labels: PatientLabels,
     }
     return PatientAnatomy(slices, labels, spacing, cord_ap, cord_hw, sac_hw, rng.uniform(0.5, 0.9),
                           tuple(herniations), space, tuple(lesions), listhesis_level, listhesis_mm,
-                          tuple(hydrated), params)
+                          tuple(hydrated), params, extended)

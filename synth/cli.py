@@ -11,7 +11,7 @@ import click
 
 from study.errors import InputError
 
-from .generate import builtin_specs, generate, real_geometry_specs
+from .generate import builtin_specs, generate, generate_realistic, real_geometry_specs
 from .variants import VARIANTS, variant_specs
 
 DEFAULT_N = 10
@@ -19,7 +19,7 @@ DEFAULT_N = 10
 
 def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_file: Optional[Path],
                   labels_file: Optional[Path], workers: Optional[int] = None, variant: Optional[str] = None,
-                  draw_curvature: bool = False) -> int:
+                  draw_curvature: bool = False, realistic: int = 0) -> int:
     """Render phantoms; returns the exit code: 0 all written, 1 some patients skipped (listed in
     phantom.json and on stderr), 2 bad arguments or input files."""
     if (boxes_file is None) != (labels_file is None):
@@ -51,7 +51,12 @@ def synth_command(out_dir: Path, n_patients: Optional[int], seed: int, boxes_fil
         return 2
     workers = workers or min(len(specs), os.cpu_count() or 1)
     t0 = time.perf_counter()
-    labels, _, skipped = generate(out_dir, specs, seed, mode, workers=workers, progress=sys.stderr.isatty())
+    if realistic:
+        mode += f", realistic framing x{realistic}"
+        labels, skipped = generate_realistic(out_dir, specs, seed, mode, realistic, workers=workers,
+                                             progress=sys.stderr.isatty())
+    else:
+        labels, _, skipped = generate(out_dir, specs, seed, mode, workers=workers, progress=sys.stderr.isatty())
     for s in skipped:
         click.echo(f"warning: patient {s['id']} skipped: {s['skipped']}", err=True)
     click.echo(f"wrote {len(labels)} phantom patient(s) ({mode}, seed {seed}) to {out_dir} "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -10,12 +10,15 @@ import numpy as np
 from PIL import Image
 
 from study.challenge import (
-    Box, PatientBoxes, PatientLabels, atomic_write, read_box_file, read_labels, write_box_file, write_json_atomic,
-    write_labels,
+    VISIBLE_BOXES_FILE, Box, PatientBoxes, PatientLabels, VisibleBoxes, atomic_write, read_box_file, read_labels,
+    write_box_file, write_json_atomic, write_labels, write_visible_boxes,
 )
 from study.errors import InputError
 from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem
 
+from study.splits import variant_id
+
+from .realistic import MIN_VISIBLE, render_realistic
 from .render import RenderedPatient, render_patient
 from .statistical_model import bend_into_band, sample_patient
 
@@ -138,21 +141,41 @@ def _render_and_write(args: Tuple[PhantomSpec, int, Path]):
     return r.labels, r.boxes, meta
 
 
-def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, workers: int = 1,
-             progress: bool = False) -> Tuple[List[PatientLabels], List[PatientBoxes], List[dict]]:
-    """Render and write every patient, then the batch files.
+# Realistic renders (synth/realistic.py) of one geometry: ids '{id}~framed{k}', so they stay with their source.
+FRAMED_VARIANT = "framed"
 
-    Returns the labels and measured boxes of the written patients, and one entry per skipped patient.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(spec, seed, out_dir) for spec in specs]
+
+def realistic_rng(seed: int, index: int, render: int) -> np.random.Generator:
+    """The stream of the render-th realistic render of patient `index`: apart from its challenge render's."""
+    return np.random.default_rng(np.random.SeedSequence([seed, index, render, 17]))
+
+
+def _realistic_and_write(args: Tuple[PhantomSpec, int, int, Path]):
+    spec, seed, k, out_dir = args
+    pid = variant_id(spec.labels.patient_id, f"{FRAMED_VARIANT}{k}")
+    if spec.problem:
+        return None, None, {"id": pid, "skipped": spec.problem}
+    try:
+        labels = replace(spec.labels, patient_id=pid)
+        r = render_realistic(spec.boxes, labels, realistic_rng(seed, spec.index, k))
+        for s in SAGITTAL_SLICES:
+            _save_png(out_dir / pid / "sag" / f"{s}.png", r.sagittal[s])
+    except Exception as e:  # one impossible geometry must not cost the batch
+        return None, None, {"id": pid, "skipped": f"{type(e).__name__}: {e}"}
+    meta = r.meta()
+    if spec.notes:
+        meta["geometry_repairs"] = list(spec.notes)
+    return labels, VisibleBoxes(pid, r.visible_boxes), meta
+
+
+def _run(jobs, fn, workers: int, progress: bool) -> Tuple[list, list, list, list]:
     results: Iterator
     if workers > 1 and len(jobs) > 1:
         pool = ProcessPoolExecutor(max_workers=workers)
-        results = pool.map(_render_and_write, jobs, chunksize=4)
+        results = pool.map(fn, jobs, chunksize=4)
     else:
         pool = None
-        results = map(_render_and_write, jobs)
+        results = map(fn, jobs)
     if progress:
         from tqdm import tqdm
         results = tqdm(results, total=len(jobs), desc="phantom", unit="patient")
@@ -168,6 +191,18 @@ def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, 
     finally:
         if pool is not None:
             pool.shutdown()
+    return labels, boxes, metas, skipped
+
+
+def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, workers: int = 1,
+             progress: bool = False) -> Tuple[List[PatientLabels], List[PatientBoxes], List[dict]]:
+    """Render and write every patient, then the batch files.
+
+    Returns the labels and measured boxes of the written patients, and one entry per skipped patient.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels, boxes, metas, skipped = _run([(spec, seed, out_dir) for spec in specs], _render_and_write, workers,
+                                         progress)
     write_labels(out_dir / LABELS_FILE, labels)
     write_box_file(out_dir / BOXES_FILE, boxes)
     write_json_atomic(out_dir / META_FILE, {
@@ -176,3 +211,23 @@ def generate(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, 
                 "which match the source geometry to about a pixel",
         "patients": metas, "skipped": skipped})
     return labels, boxes, skipped
+
+
+def generate_realistic(out_dir: Path, specs: Sequence[PhantomSpec], seed: int, mode: str, renders: int = 1,
+                       workers: int = 1, progress: bool = False) -> Tuple[List[PatientLabels], List[dict]]:
+    """Render every patient `renders` times framed and contrasted as real scans are (synth/realistic.py):
+    sag/5,6,7.png only (no axials), visible_boxes.json (the levels each slice shows), labels.json and
+    phantom.json (each render's framing and head/thorax shape). Returns the labels written and the skipped."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(spec, seed, k, out_dir) for spec in specs for k in range(renders)]
+    labels, boxes, metas, skipped = _run(jobs, _realistic_and_write, workers, progress)
+    write_labels(out_dir / LABELS_FILE, labels)
+    write_visible_boxes(out_dir / VISIBLE_BOXES_FILE, boxes)
+    write_json_atomic(out_dir / META_FILE, {
+        "generator": "cervical-spine phantom, realistic framing", "version": GENERATOR_VERSION, "seed": seed,
+        "mode": mode, "renders_per_patient": renders,
+        "note": "sagittal slices only; visible_boxes.json holds each slice's vertebra boxes measured on the "
+                f"render (tight box + 3 px, clipped to the field of view), for levels at least "
+                f"{MIN_VISIBLE:.0%} inside it",
+        "patients": metas, "skipped": skipped})
+    return labels, skipped

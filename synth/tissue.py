@@ -11,6 +11,7 @@ from scipy.interpolate import PchipInterpolator
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, VERTEBRAE
 
 from .anatomy import PatientAnatomy, SliceAnatomy
+from .extended import chest_ramp, draw_cranium, draw_face_and_chest, head_frame, head_outline
 
 
 class Tissue(IntEnum):
@@ -31,6 +32,12 @@ class Tissue(IntEnum):
     VESSEL = 14
     EPIDURAL_FAT = 15
     POSTERIOR_BONE = 16
+    # Drawn only with the head and thorax (synth/extended.py).
+    WHITE_MATTER = 17
+    CEREBELLUM = 18
+    TONGUE = 19
+    SKULL = 20
+    MUCOSA = 21
 
 
 @dataclass(frozen=True)
@@ -115,17 +122,27 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
     above = s < s_fm
 
     # --- neck: skin/fat shell, muscle inside ---------------------------------------------------
+    ext = anat.extended
     # The jaw and face widen the neck forwards above C3 (a smooth ramp, so the outline has no kink).
     ant = -(depth / 2 + prm["anterior_neck_mm"] + 24.0 / (1 + np.exp((s - col.centre[1] + 10) / 6)))
     # Outer contours follow a smooth canal line, not the diseased one, so lesions leave the skin alone.
     canal_ref = canal_front + float(np.mean(anat.canal_space))
     back = canal_ref + prm["posterior_neck_mm"]
+    if ext is not None:  # below C7 the chest wall and the upper back leave the neck's line
+        ramp = chest_ramp(s, col.centre[len(VERTEBRAE) - 1])
+        ant = ant - ext.chest_front_mm * ramp
+        back = back + ext.chest_back_mm * ramp
     t_c, t_half = (ant + back) / 2, (back - ant) / 2
     r_neck = ((tb - t_c) / t_half) ** 2 + (x / prm["neck_half_width_mm"]) ** 2
     inside = r_neck <= 1
-    tissue[inside] = Tissue.FAT
     fat = prm["fat_mm"] / np.minimum(t_half, prm["neck_half_width_mm"])
-    tissue[r_neck <= (1 - fat) ** 2] = Tissue.MUSCLE
+    core = r_neck <= (1 - fat) ** 2
+    if ext is not None:
+        hf = head_frame(ext, col.dens_top - 4.0)
+        head, head_core = head_outline(ext, hf, s, tb)
+        inside, core = inside | head, core | head_core
+    tissue[inside] = Tissue.FAT
+    tissue[core] = Tissue.MUSCLE
     # Fat planes between posterior muscle layers.
     septum = (np.abs(tb - canal_ref - prm["muscle_septum_mm"] - 0.15 * x ** 2 / 10) < 0.7) & (np.abs(x) > 4)
     tissue[septum & inside] = Tissue.FAT
@@ -148,9 +165,15 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
         vertebral = ((tb + 1.0) ** 2 + (x - side * (w_body / 2 + 5.5)) ** 2) <= 2.2 ** 2
         tissue[(carotid | jugular | vertebral) & inside] = Tissue.VESSEL
 
+    if ext is not None:
+        s_c7 = col.centre[len(VERTEBRAE) - 1]
+        step = float(np.mean(np.diff(col.centre[1:len(VERTEBRAE)])))
+        draw_face_and_chest(tissue, Tissue, s, tb, x, inside, ext, hf, s_c7, s_c7 + ext.notch_levels * step,
+                            ant + 0 * s, air_c + r_air, prm["fat_mm"])
+
     # --- skull base and brain above the foramen magnum --------------------------------------------
     occiput_front = canal_back + 3 + np.clip(s_fm - s, 0, None) * 0.9
-    skull = above & inside
+    skull = above & inside & (ext is None)  # the extended head draws its own (draw_cranium, below)
     tissue[skull & (tb > occiput_front) & (tb < occiput_front + 6)] = Tissue.POSTERIOR_BONE
     brain = skull & (tb >= canal_front - 2) & (tb <= occiput_front) & (s < s_fm - 6) \
         & (np.abs(x) < prm["neck_half_width_mm"] - 8)
@@ -165,13 +188,18 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
         top, bot = (col.c2_body_top if i == 0 else col.top[i]), col.bottom[i]
         h = bot - top
         length = {0: 24, 5: 26, 6: 30}.get(i, 16) * prm["spinous_scale"]
-        k = np.flatnonzero((s > top) & (s < bot + 0.45 * h + 0.35 * length) & ~above)
+        # Below T1 the spinous processes are long and point steeply down (the extended thorax only).
+        thoracic = ext is not None and i > len(VERTEBRAE)
+        steep = 0.35
+        if thoracic:
+            length, steep = 30.0 * prm["spinous_scale"], 0.8
+        k = np.flatnonzero((s > top) & (s < bot + 0.45 * h + steep * length) & ~above)
         if k.size == 0:
             continue
         sk, tk, xk, ax = s[k], tb[k], x[k], np.abs(x[k])
         pw, lf = post_wall[k], lamina_front[k]
         depth_behind = tk - lf
-        slope = 0.35 * np.clip(depth_behind, 0, None)       # spinous processes run down and back
+        slope = steep * np.clip(depth_behind, 0, None)       # spinous processes run down and back
         in_s = (sk > top + 0.15 * h + slope) & (sk < bot + 0.2 * h + slope)
         # The lamina arches round the back of the sac; the pillars (lateral masses) are rounded blocks.
         arch = depth_behind + 0.02 * xk ** 2
@@ -187,7 +215,7 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
         tissue[k[lamina | spinous | pedicle | pillar | transverse]] = Tissue.POSTERIOR_BONE
         facet = pillar & (np.abs(sk - (bot + 0.35 * h)) < 0.5)
         tissue[k[facet]] = Tissue.CSF
-        tips.append((bot + 0.2 * h + 0.35 * length, length))
+        tips.append((bot + 0.2 * h + steep * length, length))
     # The nuchal ligament: a thin dark line along the tips of the spinous processes.
     nuchal = (np.abs(x) < 3.0) & (np.abs(tb - lamina_front - 0.8 * np.mean([l for _, l in tips])) < 0.7) & ~above
     tissue[nuchal & (tissue == Tissue.MUSCLE)] = Tissue.LIGAMENT
@@ -278,4 +306,6 @@ def tissue_at(anat: PatientAnatomy, profile: CanalProfile, sl: SliceAnatomy,
     c1_front = ((s - s_c1) / 4.0) ** 2 + ((tb + d2 * 0.55 + 3.2) / 2.6) ** 2 + (x / 11) ** 2 <= 1
     c1_back = ((s - s_c1) / 3.6) ** 2 + ((tb - lamina_front - 2.5) / 3.2) ** 2 + (x / (anat.sac_half_width_mm + 8)) ** 2 <= 1
     tissue[c1_front | c1_back] = Tissue.POSTERIOR_BONE
+    if ext is not None:
+        draw_cranium(tissue, Tissue, s, tb, x, inside, ext, hf)
     return tissue.reshape(shape), level.reshape(shape)
