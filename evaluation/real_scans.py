@@ -854,8 +854,11 @@ def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: 
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    result["data"] = [str(d) for d in data_dirs]
-    result["weights"] = str(weights)
+    result["data"] = [_shown(d) for d in data_dirs]
+    result["weights"] = _shown(weights)
+    result["error_definition"] = ("error_mm = reference z - predicted z (LPS, mm, along the superior-inferior "
+                                  "axis): positive = the prediction lies too low (inferior); within_half_step: "
+                                  "|error_mm| <= step_mm / 2, step_mm the local reference level step")
     write_json_atomic(out_dir / "real_scans.json", result)
     text = markdown(result)
     (out_dir / "real_scans.md").write_text(text, encoding="utf-8")
@@ -955,6 +958,17 @@ def _evaluate(plans: List[ScanPlan], skipped: List[str], work: Path, weights: Pa
             "totals": _totals(level_rows, run_rows, canal)}
 
 
+def _shown(path) -> str:
+    """A path as the tables show it: relative to the repository (or its parent, for ../shared) when inside."""
+    p = Path(path).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent, "../")):
+        try:
+            return prefix + p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(path)
+
+
 def _r1(v):
     return None if v is None else [round(float(c), 1) + 0.0 for c in v]
 
@@ -1014,10 +1028,18 @@ def _yn(v) -> str:
 def markdown(result: dict) -> str:
     data = ", ".join(sorted({s["data"] for s in result["scans"]}))
     lines = [f"## Real scan: where the reader places C2-C7 (data: {data})", "",
-             f"Weights: `{result.get('weights', '')}`. Error = reference z - predicted z along the "
+             f"Data: {', '.join(f'`{d}`' for d in result.get('data', []))}; weights: `{result.get('weights', '')}`. "
+             "Error = reference z - predicted z along the "
              "superior-inferior axis (mm; positive = the prediction lies too low). Right = within half the local "
              "reference level step. nifti = the volume read by `run`; render = challenge-layout PNGs cut from it "
-             "(C2 row, px/mm, slab thickness).", ""]
+             "(C2 row, px/mm, slab thickness). A run that failed counts its labelled levels as wrong (no error "
+             "in the medians).", ""]
+    if result["framings"]:
+        lines += ["Render framings: " + "; ".join(
+            f"{f['name']}: C2 at row {f['anchor_row']:g}, {f['px_per_mm']:g} px/mm, {f['slab_mm']:g} mm slabs "
+            f"{f['slice_gap_mm']:g} mm apart" for f in result["framings"]) + ". Slabs are means of 1 mm planes; "
+            "the mid slab lies on the cord's left-right centre; 224 x 224, 8-bit, black outside the volume; "
+            "axial images (0.7 mm/px, perpendicular to the cord) only at labelled positions.", ""]
     lines += ["### Real scan: labels used", "", "| scan (data) | label files | reference set: levels (source) |",
               "|---|---|---|"]
     for s in result["scans"]:
