@@ -774,15 +774,34 @@ def plan_scan(scan: Scan) -> ScanPlan:
     return ScanPlan(scan, files, sets, notes, cord)
 
 
+# Where C2 has no label, a render may still be framed on C2 estimated from C3 or C4 (one or two local level
+# steps up), if that lies this far inside the volume; it frames the image only and is never scored.
+ANCHOR_EXTRAPOLATE_MAX_LEVEL = 4
+ANCHOR_MARGIN_MM = 5.0
+
+
 def _anchor(plan: ScanPlan, affine: np.ndarray, shape) -> Tuple[Tuple[float, float, float], str]:
-    """C2's reference centre when every reference set has one and they agree, else the volume's top edge."""
+    """What a render puts at its framing row: C2's reference centre when every reference set has one and they
+    agree; with one reference set and no C2 label, C2 estimated from C3 or C4 when inside the volume; else the
+    volume's top edge."""
+    corners = voxel_points(affine, np.array([[i, j, k] for i in (-0.5, shape[0] - 0.5)
+                                             for j in (-0.5, shape[1] - 0.5) for k in (-0.5, shape[2] - 0.5)]))
+    top_z = float(corners[:, 2].max())
     c2 = [s.refs.get(2) for s in plan.sets]
     if c2 and all(r is not None for r in c2) and max(r.z for r in c2) - min(r.z for r in c2) <= DISAGREE_MM:
         return c2[0].point, "C2 centre"
-    corners = voxel_points(affine, np.array([[i, j, k] for i in (-0.5, shape[0] - 0.5)
-                                             for j in (-0.5, shape[1] - 0.5) for k in (-0.5, shape[2] - 0.5)]))
+    if len(plan.sets) == 1:
+        s = plan.sets[0]
+        below = [v for v in s.refs if 2 < v <= ANCHOR_EXTRAPOLATE_MAX_LEVEL]
+        if below:
+            k = min(below)
+            step, _ = s.step_mm(k)
+            x, y, z = s.refs[k].point
+            z_c2 = z + (k - 2) * step
+            if z_c2 <= top_z - ANCHOR_MARGIN_MM:
+                return (x, y, z_c2), f"C2 estimated from {level_name(k)} ({k - 2} level step(s) up)"
     top = corners[np.argmax(corners[:, 2])]
-    return (float(top[0]), float(top[1]), float(corners[:, 2].max())), "volume top edge"
+    return (float(top[0]), float(top[1]), top_z), "volume top edge"
 
 
 def _mid_and_cord_y(plan: ScanPlan, sampler: VolumeSampler, shape) -> Tuple[float, float]:
@@ -940,7 +959,7 @@ def _evaluate(plans: List[ScanPlan], skipped: List[str], work: Path, weights: Pa
             rep = reports.get(pid)
             failed = "" if rep is not None else errors.get(pid, "no report")
             predicted = _predicted_from_render(rep, geom) if rep is not None else None
-            notes = [] if geom.anchor == "C2 centre" else [f"{geom.anchor} at row {fr.anchor_row:g} (not C2)"]
+            notes = [] if geom.anchor == "C2 centre" else [f"{geom.anchor} at row {fr.anchor_row:g} (no C2 label)"]
             score(plan, f"render {fr.name} ({fr.describe()})", predicted, outside_levels(rep) if rep else (),
                   failed, notes)
     return {"scans": scan_info, "skipped_unlabelled": skipped,
