@@ -148,7 +148,11 @@ REVIEW_MIN_CONFIDENCE = 0.2
 
 def _review_reasons(boxes, curve, study) -> tuple:
     reasons = []
-    interp = boxes.interpolated_levels
+    outside = boxes.outside_fov
+    if outside:
+        reasons.append(f"level(s) {', '.join(outside)} outside the field of view: not graded"
+                       + ("; curvature and alignment not assessed" if curve.not_assessed else ""))
+    interp = tuple(lv for lv in boxes.interpolated_levels if lv not in outside)
     if interp:
         reasons.append(f"level(s) {', '.join(interp)} not found, interpolated from neighbours")
     low = sorted({lv for s in boxes.vertebrae for lv, lb in boxes.vertebrae[s].items()
@@ -157,8 +161,9 @@ def _review_reasons(boxes, curve, study) -> tuple:
         reasons.append(f"low detector confidence at {', '.join(low)}")
     reasons.extend(f"anatomy check: {w}" for w in boxes.warnings)
     reasons.extend(f"curve: {w}" for w in curve.warnings)
-    if study.missing_axial:
-        reasons.append(f"no axial image at {', '.join(study.missing_axial)} (graded from sagittal only)")
+    missing_axial = [p for p in study.missing_axial if p not in boxes.outside_positions]
+    if missing_axial:
+        reasons.append(f"no axial image at {', '.join(missing_axial)} (graded from sagittal only)")
     if study.blank_images:
         reasons.append(f"image(s) with the same value in every pixel, which show nothing: "
                        f"{', '.join(study.blank_images)}")
@@ -244,7 +249,7 @@ def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: st
         extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
         patient_boxes = boxes.as_patient_boxes()
         extra.update(image_features(study.sagittal, patient_boxes.boxes))
-        curve = assess_curve(models.fusion, patient_boxes, extra, study.sagittal_spacing_mm)
+        curve = assess_curve(models.fusion, patient_boxes, extra, study.sagittal_spacing_mm, boxes.outside_fov)
     level_lps, canal_lps = _patient_space_centres(study, boxes, crops)
     report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
                            _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance),
@@ -389,6 +394,9 @@ def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, devi
     write_report_html(out_dir / "report.html", sections, errors, summary)
     for e in errors:
         click.echo(f"failed: {e['id']}: {e['error']}", err=True)
+    for pid in order:
+        if pid in reports and reports[pid].boxes.outside_fov:
+            click.echo(f"{pid}: {', '.join(reports[pid].boxes.outside_fov)} outside the field of view, not graded")
     click.echo(summary)
     click.echo(f"outputs: {out_dir / 'predictions.json'}, {out_dir / 'report.html'}, {out_dir / 'reports'}/"
                + (f", {dump_dir}/" if dump_dir else ""))

@@ -297,6 +297,9 @@ class LevelCrops:
     sagittal_windows: Tuple[CropWindow, ...]
     axial_windows: Tuple[Optional[CropWindow], ...]
     canal: Tuple[Optional[CanalFinding], ...]
+    # Positions outside the field of view (LevelBoxes.outside_positions): cropped like the others so that
+    # batches keep their shape, but never graded (Classifier.grade_crops submits the training prior).
+    outside: Tuple[str, ...] = ()
 
 
 def standardise(crop: np.ndarray) -> np.ndarray:
@@ -345,4 +348,5 @@ def make_level_crops(study: Study, boxes: LevelBoxes, cfg: ClassifierConfig = Cl
         ax[k, 0] = standardise(sample(aw, np.asarray(study.axial[position], np.float32), cfg.ax_size))
         has[k] = True
         used_ax.append(aw)
-    return LevelCrops(study.patient_id, sag, ax, has, tuple(used_sag), tuple(used_ax), tuple(found))
+    return LevelCrops(study.patient_id, sag, ax, has, tuple(used_sag), tuple(used_ax), tuple(found),
+                      tuple(boxes.outside_positions))

@@ -88,10 +88,15 @@ def contact_sheet(crops: LevelCrops, study: Optional[Study] = None, grades: Opti
     header = 28
     sheet = np.zeros((header + n * row_h, width, 3), np.uint8)
     title = crops.patient_id
+    withheld = set(grades.not_graded) if grades is not None else set()   # outside the field of view
     if grades is not None and truth is not None:
-        d_ok = sum(int(a == b) for a, b in zip(grades.disc_grades, truth.disc_grades))
-        c_ok = sum(int(a == b) for a, b in zip(grades.canal_grades, truth.canal_grades))
-        title += f"   disc {d_ok}/{len(DISCS)} right, canal {c_ok}/{n} right"
+        d_ok = sum(int(a == b) for d, a, b in zip(DISCS, grades.disc_grades, truth.disc_grades) if d not in withheld)
+        c_ok = sum(int(a == b) for p, a, b in zip(CANAL_POSITIONS, grades.canal_grades, truth.canal_grades)
+                   if p not in withheld)
+        title += (f"   disc {d_ok}/{len(DISCS) - len(withheld & set(DISCS))} right, "
+                  f"canal {c_ok}/{n - len(withheld)} right")
+        if withheld:
+            title += f" ({len(withheld)} positions not graded)"
     for j, caption in enumerate(("sag 5", "sag 6", "sag 7", "axial crop", "axial image")):
         _text(sheet, caption, (j * TILE + 6, header - 6), _GREY, 0.4)
     _text(sheet, title, (5 * TILE + 8, header - 8), _WHITE, 0.5, 1)
@@ -114,15 +119,18 @@ def contact_sheet(crops: LevelCrops, study: Optional[Study] = None, grades: Opti
             sheet[y0:y0 + TILE, 4 * TILE:5 * TILE] = full
         panel = np.zeros((row_h, TEXT_W, 3), np.uint8)
         _text(panel, position, (8, 24), _WHITE, 0.7, 2)
-        if grades is not None and not crops.has_axial[k]:
+        graded = grades is not None and position not in withheld
+        if position in withheld:
+            _text(panel, "outside FOV: not graded", (110, 24), _GREY, 0.45)
+        elif grades is not None and not crops.has_axial[k]:
             _text(panel, "sagittal only", (110, 24), _RED, 0.45)
         canal_truth = truth.canal_grades[k] if truth is not None else None
-        _grade_line(panel, 58, "canal", grades.canal_grades[k] if grades else None,
-                    grades.canal_probabilities[k] if grades else None, canal_truth)
+        _grade_line(panel, 58, "canal", grades.canal_grades[k] if graded else None,
+                    grades.canal_probabilities[k] if graded else None, canal_truth)
         if is_disc(position):
             i = DISCS.index(position)
-            _grade_line(panel, 96, "disc", grades.disc_grades[i] if grades else None,
-                        grades.disc_probabilities[i] if grades else None,
+            _grade_line(panel, 96, "disc", grades.disc_grades[i] if graded else None,
+                        grades.disc_probabilities[i] if graded else None,
                         truth.disc_grades[i] if truth is not None else None)
         sheet[y0:y0 + row_h, 5 * TILE:5 * TILE + TEXT_W] = panel
         cv2.line(sheet, (0, y0), (5 * TILE + TEXT_W, y0), (60, 60, 60), 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from .config import ClassifierConfig
 from .crops import LevelCrops, make_level_crops
 from .data import batch_tensors
 from .decision import apply_priors
+from .prior import GradePrior, most_frequent
 
 if TYPE_CHECKING:
     from .model import GradeNet
@@ -40,6 +41,11 @@ class LevelGrades:
     disc_probabilities (5, 4) and canal_probabilities (11, 4) are the network's softmax (rows sum to 1);
     the grades apply the calibrated class priors to them. features (11, H) are the fused per-level
     vectors in CANAL_POSITIONS order; has_axial says which positions were graded with their axial image.
+
+    not_graded: canal positions outside the field of view (LevelBoxes.outside_positions), in CANAL_POSITIONS
+    order; a disc position there withholds that disc's grade too. Their grades are no reading: the grade is
+    the training labels' most frequent one (predictions.json needs an integer; submitted_note says so) and
+    their probability rows are those label frequencies. Reports show them as not graded.
     """
 
     patient_id: str
@@ -49,6 +55,8 @@ class LevelGrades:
     canal_probabilities: np.ndarray
     features: np.ndarray
     has_axial: np.ndarray
+    not_graded: Tuple[str, ...] = ()
+    submitted_note: str = ""
 
     def disc_grade(self, disc: str) -> int:
         return self.disc_grades[DISCS.index(disc)]
@@ -96,6 +104,8 @@ class Classifier:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.meta = meta or {}
+        # What a position outside the field of view submits (classifier.json label_prior).
+        self.label_prior = GradePrior.from_meta(self.meta)
 
     @staticmethod
     def load(weights_dir: PathLike = DEFAULT_WEIGHTS, device: Optional[str] = None,
@@ -143,8 +153,25 @@ class Classifier:
         disc, canal, feats = self.probabilities(crops)
         disc_g = apply_priors(disc, self.cfg.disc_priors)
         canal_g = apply_priors(canal, self.cfg.canal_priors)
-        return [LevelGrades(c.patient_id, tuple(int(g) for g in disc_g[k]), tuple(int(g) for g in canal_g[k]),
-                            disc[k], canal[k], feats[k], c.has_axial.copy()) for k, c in enumerate(crops)]
+        out = [LevelGrades(c.patient_id, tuple(int(g) for g in disc_g[k]), tuple(int(g) for g in canal_g[k]),
+                           disc[k], canal[k], feats[k], c.has_axial.copy()) for k, c in enumerate(crops)]
+        return [self._withhold(g, c.outside) if c.outside else g for g, c in zip(out, crops)]
+
+    def _withhold(self, grades: LevelGrades, outside: Sequence[str]) -> LevelGrades:
+        """The grades with every position in `outside` replaced by the training prior (see LevelGrades)."""
+        prior = self.label_prior
+        disc_g, canal_g = list(grades.disc_grades), list(grades.canal_grades)
+        disc_p, canal_p = grades.disc_probabilities.copy(), grades.canal_probabilities.copy()
+        for p in outside:
+            i = CANAL_POSITIONS.index(p)
+            canal_p[i] = prior.canal(p)
+            canal_g[i] = most_frequent(canal_p[i])
+            if p in DISCS:
+                j = DISCS.index(p)
+                disc_p[j] = prior.disc(p)
+                disc_g[j] = most_frequent(disc_p[j])
+        return LevelGrades(grades.patient_id, tuple(disc_g), tuple(canal_g), disc_p, canal_p, grades.features,
+                           grades.has_axial, tuple(p for p in CANAL_POSITIONS if p in outside), prior.note)
 
     def predict(self, study: Study, boxes: LevelBoxes) -> LevelGrades:
         """Grade one patient from its Study and level boxes."""

@@ -30,6 +30,7 @@ from .model import GradeNet
 from study.splits import split_key
 from synth.variants import keeps_real_grades
 from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, export_traced, pick_device, sha256_of
+from .prior import label_prior_block
 
 PathLike = Union[str, Path]
 
@@ -277,12 +278,28 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
                      "python": platform.python_version()},
         "validation": {k: v for k, v in best_scores.items()},
         "history": history,
+        "label_prior": training_label_prior(train_recs, data_name),
     }
     save_weights(out_dir, model, meta)
     log(f"best epoch {best_epoch}: val disc macro-F1 {best_scores['disc_f1_tuned']:.3f}, canal "
         f"{best_scores['canal_f1_tuned']:.3f}; {seconds / 60:.1f} min; wrote {out_dir}")
     return TrainResult(out_dir, best_epoch, epoch, seconds, float(best_scores["disc_f1_tuned"]),
                        float(best_scores["canal_f1_tuned"]), tuple(train_ids), tuple(val_ids), tuple(history))
+
+
+def training_label_prior(train_recs: Sequence[PatientRecord], data_name: str) -> Dict[str, object]:
+    """classifier.json's label_prior: grade counts of the training geometries' own labels, one count per
+    geometry (repeated renders and label variants of it are not counted again). A position outside a scan's
+    field of view submits its most frequent grade (classifier.prior)."""
+    own: Dict[str, PatientRecord] = {}
+    for r in train_recs:
+        if keeps_real_grades(r.patient_id):
+            own.setdefault(split_key(r.patient_id), r)
+    recs = [own[k] for k in sorted(own)] or list(train_recs)
+    disc, canal = label_arrays(recs)
+    return label_prior_block(disc, canal, f"grade counts of the labels of the {len(recs)} geometries this "
+                             f"classifier trained on ({data_name}); one count per geometry, repeated renders and "
+                             "label variants not counted")
 
 
 def save_weights(out_dir: Path, model: GradeNet, meta: Dict[str, object]) -> None:

@@ -48,6 +48,8 @@ PathLike = Union[str, Path]
 FORMAT_VERSION = 1
 CURVATURE_FILE, ALIGNMENT_FILE, META_FILE = "curvature.lgb.txt", "alignment.lgb.txt", "fusion.json"
 IMAGE_ALIGNMENT_FILE = "alignment_image.lgb.txt"
+# fusion.json's block of the training labels' class counts: what a patient whose curve cannot be read submits.
+LABEL_PRIOR_KEY = "label_prior"
 # Where a patient's alignment call came from (reports name it).
 ALIGNMENT_FROM_GEOMETRY = "geometry (boxes only; trained on real geometry)"
 ALIGNMENT_FROM_IMAGE = "image + geometry (posterior-wall steps measured on sagittal slices 5-7; trained on phantoms)"
@@ -103,6 +105,11 @@ class CurveAssessment:
     alignment_probs: Tuple[float, ...]    # model scores (class-balanced training), sums to 1
     warnings: Tuple[str, ...] = ()
     alignment_source: str = ALIGNMENT_FROM_GEOMETRY
+    # Non-empty when curvature and alignment were not assessed (why): a vertebra outside the field of view
+    # leaves no whole C2-C7 curve. The classes are then the training labels' most frequent ones (predictions.json
+    # needs integers; submitted_note says so), their probabilities the label frequencies, features empty.
+    not_assessed: str = ""
+    submitted_note: str = ""
 
     @property
     def curvature_name(self) -> str:
@@ -343,6 +350,27 @@ class FusionModel:
             alignment_probs, source = tuple(probs), ALIGNMENT_FROM_IMAGE
         return CurveAssessment(patient_id, dict(features), int(curv[0]), tuple(float(v) for v in adj[0]),
                                alignment, alignment_probs, tuple(warnings), source)
+
+    def label_frequencies(self) -> Tuple[np.ndarray, np.ndarray, str]:
+        """(curvature, alignment) class frequencies of the training labels (fusion.json label_prior), and a
+        note on where they come from. Weights without the block give class 0 ... with a note saying so."""
+        block = self.meta.get(LABEL_PRIOR_KEY)
+        if not isinstance(block, Mapping):
+            return (np.eye(len(CURVATURE_CLASSES))[0], np.eye(len(ALIGNMENT_CLASSES))[0],
+                    f"predictions.json needs an integer; these weights carry no label prior ({META_FILE} "
+                    f"{LABEL_PRIOR_KEY}), so class 0 was written")
+        curv = np.asarray(block["curvature_counts"], float)
+        align = np.asarray(block["alignment_counts"], float)
+        return (curv / curv.sum(), align / align.sum(),
+                "predictions.json needs an integer: the most frequent class among the fusion stage's training "
+                f"labels ({int(block.get('n_patients', 0))} patients; {META_FILE} {LABEL_PRIOR_KEY})")
+
+    def prior_assessment(self, patient_id: str, reason: str, warnings: Sequence[str] = ()) -> CurveAssessment:
+        """The assessment of a patient whose curve cannot be read: the training prior, marked not assessed."""
+        curv, align, note = self.label_frequencies()
+        return CurveAssessment(patient_id, {}, int(np.argmax(curv)), tuple(float(v) for v in curv),
+                               int(np.argmax(align)), tuple(float(v) for v in align), tuple(warnings),
+                               ALIGNMENT_FROM_GEOMETRY, reason, note)
 
     def save(self, out_dir: PathLike) -> None:
         out = Path(out_dir)
@@ -597,6 +625,8 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
         "n_patients": len(ids),
         "curvature_counts": [int(v) for v in np.bincount(yc, minlength=len(CURVATURE_CLASSES))],
         "alignment_counts": [int(v) for v in np.bincount(ya, minlength=len(ALIGNMENT_CLASSES))],
+        LABEL_PRIOR_KEY: label_prior_block(yc, ya, f"class counts of the {len(ids)} training labels "
+                                                   f"({data_name or Path(labels_file).name})"),
         "skipped_patients": errors,
         "excluded_patients": len(excluded & set(labels)),
         "config": dataclasses.asdict(cfg),
@@ -619,13 +649,31 @@ def train_fusion(boxes_file: PathLike, labels_file: PathLike, out_dir: PathLike,
     return meta
 
 
+def label_prior_block(curvature: Sequence[int], alignment: Sequence[int], source: str) -> Dict[str, object]:
+    """fusion.json's label_prior: the class counts of the curvature and alignment labels trained on."""
+    return {"source": source, "n_patients": int(len(curvature)),
+            "curvature_counts": [int(v) for v in np.bincount(np.asarray(curvature, int),
+                                                             minlength=len(CURVATURE_CLASSES))],
+            "alignment_counts": [int(v) for v in np.bincount(np.asarray(alignment, int),
+                                                             minlength=len(ALIGNMENT_CLASSES))]}
+
+
+# Why curvature and alignment are not assessed when a vertebra is outside the field of view.
+NEEDS_WHOLE_CURVE = "curvature and alignment need the whole C2-C7 curve"
+
+
 def predict(model: FusionModel, patient: PatientBoxes,
             extra_features: Optional[Mapping[str, float]] = None,
-            spacing_mm: Optional[Tuple[float, float]] = None) -> CurveAssessment:
+            spacing_mm: Optional[Tuple[float, float]] = None,
+            outside_fov: Sequence[str] = ()) -> CurveAssessment:
     """Assess one patient from its boxes (any source, same padding as the model) and optional extra columns.
 
-    Raises GeometryError when the boxes cannot describe a C2-C7 column.
+    outside_fov: vertebrae outside the image's field of view (LevelBoxes.outside_fov); with any, the curve is
+    not assessed (FusionModel.prior_assessment). Raises GeometryError when the boxes cannot describe a C2-C7 column.
     """
+    if outside_fov:
+        return model.prior_assessment(patient.patient_id, f"{', '.join(outside_fov)} outside the field of view; "
+                                                      f"{NEEDS_WHOLE_CURVE}")
     _, warnings = canonical_boxes(patient.boxes, model.padding_px)
     feats = curve_features(patient.boxes, spacing_mm=spacing_mm, padding_px=model.padding_px)
     if extra_features:

@@ -7,7 +7,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 
 from classifier.predict import LevelGrades
-from detector.boxes import LevelBoxes
+from detector.boxes import OUTSIDE_FOV, LevelBoxes
 from fusion.model import CurveAssessment
 from study.challenge import PatientLabels, format_box_string
 from study.levels import (
@@ -52,6 +52,15 @@ class PatientReport:
     level_centres_lps: Optional[Dict[str, Tuple[float, float, float]]] = None
     axial_canal_centres_lps: Optional[Dict[str, Tuple[float, float, float]]] = None
 
+    def __post_init__(self):
+        # Nothing outside the field of view may be graded: the classifier must have withheld exactly those.
+        if tuple(self.grades.not_graded) != tuple(self.boxes.outside_positions):
+            raise ValueError(f"{self.patient_id}: positions not graded {list(self.grades.not_graded)} differ from "
+                             f"those outside the field of view {list(self.boxes.outside_positions)}")
+        if self.boxes.outside_fov and not self.curve.not_assessed:
+            raise ValueError(f"{self.patient_id}: the curve was assessed with "
+                             f"{', '.join(self.boxes.outside_fov)} outside the field of view")
+
     @property
     def needs_review(self) -> bool:
         return bool(self.review_reasons)
@@ -91,9 +100,29 @@ class PatientReport:
             "inputs": dict(self.inputs),
             "provenance": list(self.provenance),
         }
+        # Only when something lies outside the field of view, so that every other report stays as it was.
+        if self.boxes.outside_fov:
+            self._not_graded(out)
         # Only where known, so that a challenge-PNG report stays as it was.
         if self.level_centres_lps is not None:
             out["levels"]["centres_lps"] = {lv: _lps(v) for lv, v in self.level_centres_lps.items()}
         for p, v in (self.axial_canal_centres_lps or {}).items():
             out["canal"][p]["canal_centre_lps"] = _lps(v)
         return out
+
+    def _not_graded(self, out: Dict[str, object]) -> None:
+        """Null every grade of a position outside the field of view, saying why and what predictions.json holds."""
+        g, c = self.grades, self.curve
+        out["outside_field_of_view"] = list(self.boxes.outside_fov)
+        withheld = {"grade": None, "grade_name": None, "probabilities": None, "not_graded": OUTSIDE_FOV}
+        for p in g.not_graded:
+            out["canal"][p].update(withheld, submitted_grade=int(g.canal_grade(p)), submitted_reason=g.submitted_note)
+            if p in DISCS:
+                out["disc"][p].update(withheld, submitted_grade=int(g.disc_grade(p)),
+                                      submitted_reason=g.submitted_note)
+        if c.not_assessed:
+            for key, value in (("curvature", c.curvature), ("alignment", c.alignment)):
+                out[key] = {"class": None, "name": None, "probabilities": None, "not_graded": OUTSIDE_FOV,
+                            "reason": c.not_assessed, "submitted_class": int(value),
+                            "submitted_reason": c.submitted_note}
+            out["curve_measurements"] = None

@@ -78,13 +78,17 @@ def match_axials(sagittal_plane: ImagePlane, level_boxes, slices: Sequence[Axial
     """For each canal position, the slice whose plane passes closest to the level's centre (mm along the
     slice normal, so stacks angled along the discs are measured correctly), if within tolerance, crossing
     the column at under MAX_TILT_DEG, with the level inside its field of view. Returns the matches and a
-    warning per position left without a slice."""
+    warning per position left without a slice. Positions outside the sagittal field of view
+    (LevelBoxes.outside_positions) are not graded, so they get no slice and no warning."""
     points = level_points(level_boxes, sagittal_plane)
     dirs = column_directions(points)
     tol = tolerances_mm(points)
     matches: Dict[str, AxialMatch] = {}
     notes: List[str] = []
+    outside = set(getattr(level_boxes, "outside_positions", ()))
     for p in CANAL_POSITIONS:
+        if p in outside:
+            continue
         best, nearest = None, None
         for k, sl in enumerate(slices):
             d = abs(sl.plane.distance_mm(points[p]))

@@ -56,6 +56,25 @@ def test_train_writes_weights_and_a_self_describing_config(trained):
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
+def test_training_stores_the_label_prior_of_its_training_geometries(trained):
+    """classifier.json carries the grade counts of the labels trained on: what an ungradable position submits."""
+    from classifier.prior import GradePrior
+
+    records, out, result = trained
+    meta = json.loads((out / CONFIG_FILE).read_text())
+    block = meta["label_prior"]
+    n = len(result.train_ids)
+    assert block["n_patients"] == n and "toy phantoms" in block["source"]
+    counts = list(block["canal_grade_counts"].values()) + list(block["disc_grade_counts"].values())
+    assert all(sum(c) == n for c in counts)
+    by_id = {r.patient_id: r.labels for r in records}
+    c2 = np.bincount([by_id[i].canal_grades[0] for i in result.train_ids], minlength=4).tolist()
+    assert block["canal_grade_counts"]["C2"] == c2
+    prior = GradePrior.from_meta(meta)
+    assert prior.known and int(np.argmax(prior.canal("C2"))) == int(np.argmax(c2))
+    assert not GradePrior.from_meta({}).known and GradePrior.from_meta({}).canal("C2").tolist() == [1, 0, 0, 0]
+
+
 def test_predict_shapes_probabilities_and_features(trained):
     records, out, _ = trained
     clf = Classifier.load(out)

@@ -122,6 +122,14 @@ def test_train_save_load_roundtrip(tmp_path):
     again = load_fusion(out)
     a, b = predict(model, patients[3]), predict(again, patients[3])
     assert a.curvature_probs == b.curvature_probs and a.alignment_probs == b.alignment_probs
+    # The training labels' class counts travel with the weights: a curve that cannot be read submits them.
+    prior = meta["label_prior"]
+    assert prior["n_patients"] == 45 and prior["curvature_counts"] == meta["curvature_counts"]
+    unread = predict(model, patients[3], outside_fov=("C6", "C7"))
+    assert unread.not_assessed.startswith("C6, C7 outside the field of view") and unread.features == {}
+    assert unread.curvature == int(np.argmax(prior["curvature_counts"]))
+    assert unread.alignment == int(np.argmax(prior["alignment_counts"]))
+    assert not a.not_assessed
     # a tampered booster is refused
     (out / "curvature.lgb.txt").write_text((out / "curvature.lgb.txt").read_text() + "\n")
     with pytest.raises(ValueError, match="sha256"):
