@@ -32,6 +32,8 @@ BOX_PADDING_PX = 3.0
 # Vertebrae rendered below C7 so that "lowest body" never means C7.
 EXTRA_BELOW = ("T1", "T2", "T3")
 MIN_DISC_MM = 1.6
+# The most the extended thorax's column turns forward below C7 (degrees, the upper thoracic kyphosis).
+MAX_KYPHOSIS_DEG = 25.0
 
 
 @dataclass(frozen=True)
@@ -59,11 +61,13 @@ class Frame:
         n_up = int(np.ceil((c[0, 1] + margin_px) / max(abs(up[1]), 4)))
         n_dn = int(np.ceil((image_size + margin_px - c[-1, 1]) / max(abs(down[1]), 4)))
         if bend_below_deg:
-            below, p, d = [], c[-1].copy(), down.copy()
-            a = np.deg2rad(bend_below_deg)
-            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])  # turns "down" toward anterior (-x)
+            # One step per level; the kyphosis turns the column by at most MAX_KYPHOSIS_DEG in all (the upper
+            # thoracic curve), then it runs straight, so it never turns back up across the image.
+            below, p, d, turned = [], c[-1].copy(), down.copy(), 0.0
             while (p[1] < image_size + margin_px or len(below) < 2) and len(below) < 200:
-                d = rot @ d
+                a = np.deg2rad(min(bend_below_deg, max(0.0, MAX_KYPHOSIS_DEG - turned)))
+                turned += np.rad2deg(a)
+                d = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]) @ d  # toward anterior (-x)
                 p = p + d
                 below.append(p.copy())
             lower = np.array(below)
