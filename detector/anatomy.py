@@ -383,6 +383,9 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
                 vertebrae[s] = {lv: LevelBox(_as_box(fixed[i][0]), fixed[i][1], flags[i] or lv in moved)
                                 for i, lv in enumerate(VERTEBRAE)}
                 warnings.append(f"slice {s}: {', '.join(moved)} re-placed after refining to keep top-to-bottom order")
+    for s in slices:  # a vertebra cut by the image edge is boxed where it is seen (fusion needs boxes in the image)
+        if fov.get(s) is not None:
+            vertebrae[s] = {lv: lb if lv in outside else _clipped(lb, fov[s].shape) for lv, lb in vertebrae[s].items()}
     discs = {s: assign_discs(vertebrae[s], disc_cands.get(s, Candidates.empty(len(DISCS))), cfg) for s in slices}
     if outside:
         for s in slices:
@@ -392,6 +395,17 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
                     discs[s][d] = LevelBox(disc_box_between(vertebrae[s][up].box, vertebrae[s][lo].box), 0.0, True)
     warnings += check_anatomy(vertebrae, cfg)
     return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings), outside)
+
+
+def _clipped(lb: LevelBox, shape: Tuple[int, int]) -> LevelBox:
+    """The box cut to the image (h, w), at least 2 px on each side; unchanged when it lies inside."""
+    b = lb.box
+    h, w = shape
+    if b.x1 >= 0 and b.y1 >= 0 and b.x2 <= w and b.y2 <= h:
+        return lb
+    x1, y1 = min(max(b.x1, 0.0), w - 2.0), min(max(b.y1, 0.0), h - 2.0)
+    x2, y2 = max(min(b.x2, float(w)), x1 + 2.0), max(min(b.y2, float(h)), y1 + 2.0)
+    return LevelBox(Box(x1, y1, x2, y2), lb.confidence, lb.interpolated)
 
 
 def overrule_outliers(found: Dict[int, List[Optional[Tuple[np.ndarray, float]]]], cfg: DetectorConfig) -> List[str]:

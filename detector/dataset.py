@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import yaml
+from PIL import Image
 
 from study.challenge import VISIBLE_BOXES_FILE, Box, PatientBoxes, VisibleBoxes, read_box_file, read_visible_boxes
 from study.errors import InputError
+from study.loader import read_image
 from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
 from study.splits import split_key
 
 from .boxes import disc_box_between
-from .config import class_names
+from .config import DetectorConfig, class_names
+from .predict import normalise_slice
 
 PathLike = Union[str, Path]
 SPLIT_FILE = "split.json"
@@ -106,7 +108,7 @@ def image_name(patient_id: str, slice_number: int) -> str:
 def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike, val_fraction: float = 0.1,
                   seed: int = 0, class_design: str = "levels",
                   val_ids: Sequence[str] = (), exclude: AbstractSet[str] = frozenset(),
-                  extra_dirs: Sequence[PathLike] = ()) -> DatasetInfo:
+                  extra_dirs: Sequence[PathLike] = (), config: Optional[DetectorConfig] = None) -> DatasetInfo:
     """Write out_dir/{images,labels}/{train,val}/, data.yaml and split.json from a challenge-layout folder.
 
     All three sagittal slices of a patient go to the same split. Patients in the box file without
@@ -117,7 +119,9 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     extra_dirs: more folders of renders (e.g. the realistic phantoms, with visible_boxes.json). A render of a
     geometry of the main folder ('{id}~framed0') goes to its geometry's side of the split; other geometries
     are split apart with the same fraction and seed, every render of one geometry on one side.
+    config: the detector configuration whose input normalisation the exported images get (default: DetectorConfig()).
     """
+    config = config or DetectorConfig(class_design=class_design)
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     names = class_names(class_design)
     contents = read_box_file(boxes_file)
@@ -170,7 +174,7 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
             folder, boxes = sources[pid]
             for s in SAGITTAL_SLICES:
                 stem = image_name(pid, s)
-                _link_or_copy(folder / pid / "sag" / f"{s}.png", out_dir / "images" / split / f"{stem}.png")
+                export_image(folder / pid / "sag" / f"{s}.png", out_dir / "images" / split / f"{stem}.png", config)
                 lines = yolo_label_lines(slice_boxes(boxes, s, class_design))
                 (out_dir / "labels" / split / f"{stem}.txt").write_text("\n".join(lines) + "\n")
                 n_images += 1
@@ -188,9 +192,9 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
                        tuple(extra_train), tuple(extra_val))
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    # A hard link costs nothing and cannot go stale the way a symlink into a moved folder can.
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+def export_image(src: Path, dst: Path, config: DetectorConfig) -> None:
+    """The slice as the detector sees it at inference: read by the study loader (any bit depth, colour or size
+    becomes grey on the 224 grid) and intensity-normalised by detector.predict.normalise_slice, as 8-bit PNG.
+    Training on the raw file would teach one intensity scale and feed the network another."""
+    image, _ = read_image(src)
+    Image.fromarray(np.round(normalise_slice(image, config) * 255).astype(np.uint8), mode="L").save(dst)

@@ -142,7 +142,7 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work"
     configure(work / "ultralytics-config", threads=tc.threads or max(1, (os.cpu_count() or 2) - 1))
     info = build_dataset(layout_dir, boxes_file, work / "dataset", tc.val_fraction, tc.seed, config.class_design,
-                         val_ids=val_ids, exclude=exclude, extra_dirs=extra_dirs)
+                         val_ids=val_ids, exclude=exclude, extra_dirs=extra_dirs, config=config)
     if init_weights is not None:
         init_weights = Path(init_weights)
         if not init_weights.is_file():

@@ -349,3 +349,21 @@ def test_levels_above_the_field_of_view_are_outside_too():
                   fov={s: mask for s in SAGITTAL_SLICES})
     assert lb.outside_fov == ("C2", "C3", "C4")
     assert lb.outside_positions == ("C2", "C2-3", "C3", "C3-4", "C4", "C4-5")
+
+
+def test_a_vertebra_cut_by_the_image_edge_is_boxed_inside_the_image():
+    """C2 detected with its dens above row 0 (a real scan framed tight): its box is cut at the edge, it is not
+    outside the field of view, and nothing else moves (fusion measures boxes that lie in the image)."""
+    b = true_layout(y0=8.0)                 # C2's box runs from row -7 to 23
+    cands = {s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES}
+    empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
+    lb = assemble("p", cands, empty_disc, CFG, fov=fov_ending_at(224))
+    assert lb.outside_fov == ()
+    for s in SAGITTAL_SLICES:
+        c2 = lb.vertebrae[s]["C2"].box
+        assert c2.y1 == 0.0 and c2.y2 == pytest.approx(b[0, 3])
+        assert all(lb.vertebrae[s][lv].box.y1 >= 0 for lv in VERTEBRAE)
+    inside = assemble("p", {s: level_candidates(true_layout(), range(6)) for s in SAGITTAL_SLICES}, empty_disc, CFG,
+                      fov=fov_ending_at(224))
+    plain = assemble("p", {s: level_candidates(true_layout(), range(6)) for s in SAGITTAL_SLICES}, empty_disc, CFG)
+    assert inside == plain                  # boxes inside the image are never touched
