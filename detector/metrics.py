@@ -179,3 +179,86 @@ def evaluate_folder(detector, layout_dir: PathLike, boxes_file: Optional[PathLik
         for lb in detector.predict_batch(studies):
             preds[lb.patient_id] = lb
     return evaluate(preds, truth, spacing), preds
+
+
+@dataclass(frozen=True)
+class FramedMetrics:
+    """Level identification on renders that may not show every level (realistic phantoms, visible_boxes.json),
+    on the mid slice: a visible level is right when the predicted centre lies within half a level step of the
+    true centre (along the image rows) and it is not called outside the field of view; a level the render does
+    not show at all should be called outside."""
+
+    n_renders: int
+    n_levels: int
+    right: float                      # share of visible levels right
+    all_right: float                  # share of renders with every visible level right
+    median_error_mm: float            # |predicted - true| centre row, mm
+    unseen: int                       # levels with no pixel in the field of view
+    unseen_called_outside: float      # share of those reported outside the field of view
+    failed: Tuple[str, ...]
+
+    def table(self) -> str:
+        return (f"renders: {self.n_renders}, visible levels (mid slice): {self.n_levels}; right (centre within half "
+                f"a level step): {self.right:.3f}; renders with every visible level right: {self.all_right:.3f}; "
+                f"median centre error {self.median_error_mm:.2f} mm; levels not in view: {self.unseen}, called "
+                f"outside the field of view: {self.unseen_called_outside:.3f}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_framed_folder(detector, folder: PathLike, ids: Optional[Sequence[str]] = None,
+                           batch_patients: int = 16) -> FramedMetrics:
+    """Score a detector on a folder of realistic renders (`pipeline.py synth --realistic K`)."""
+    from study.challenge import VISIBLE_BOXES_FILE, read_visible_boxes
+    from study.loader import load_study
+
+    folder = Path(folder)
+    truth = {v.patient_id: v for v in read_visible_boxes(folder / VISIBLE_BOXES_FILE)}
+    meta = json.loads((folder / "phantom.json").read_text())
+    framing = {p["id"]: p["framing"] for p in meta["patients"]}
+    wanted = sorted(ids) if ids is not None else sorted(truth)
+    errors, right, all_right, failed = [], [], [], []
+    unseen, unseen_out = 0, 0
+    for start in range(0, len(wanted), batch_patients):
+        chunk = wanted[start:start + batch_patients]
+        studies = [load_study(folder / pid, require_all_axial=False) for pid in chunk]
+        for lb in detector.predict_batch(studies):
+            pid = lb.patient_id
+            t = truth[pid].boxes[6]
+            mm_per_px = 1.0 / float(framing[pid]["px_per_mm"])
+            shown = [lv for lv in VERTEBRAE if lv in t]
+            cy = np.array([t[lv].cy for lv in shown])
+            default_step = 17.0 / mm_per_px
+            ok_all = True
+            for k, lv in enumerate(shown):
+                near = np.abs(np.diff(cy)) if len(cy) > 1 else np.array([default_step])
+                step = float(near[min(k, len(near) - 1)]) if len(cy) > 1 else default_step
+                err = abs(lb.vertebrae[6][lv].box.cy - t[lv].cy)
+                ok = err <= 0.5 * step and lv not in lb.outside_fov
+                errors.append(err * mm_per_px)
+                right.append(ok)
+                ok_all &= ok
+            x1, y1, x2, y2 = framing[pid]["fov"]
+            for lv in VERTEBRAE:
+                if lv in t:
+                    continue
+                # Not labelled: either mostly outside the view (then it should be called outside) or cut.
+                if lv in _unseen_levels(shown):
+                    unseen += 1
+                    unseen_out += lv in lb.outside_fov
+            all_right.append(ok_all)
+            if not ok_all:
+                failed.append(pid)
+    return FramedMetrics(len(wanted), len(right), float(np.mean(right)) if right else float("nan"),
+                         float(np.mean(all_right)) if all_right else float("nan"),
+                         float(np.median(errors)) if errors else float("nan"), unseen,
+                         float(unseen_out / unseen) if unseen else float("nan"), tuple(failed))
+
+
+def _unseen_levels(shown: Sequence[str]) -> List[str]:
+    """Levels at least two steps beyond the first or last visible one: surely not in view at all."""
+    if not shown:
+        return []
+    lo, hi = VERTEBRAE.index(shown[0]), VERTEBRAE.index(shown[-1])
+    return [lv for i, lv in enumerate(VERTEBRAE) if i <= lo - 2 or i >= hi + 2]

@@ -13,12 +13,12 @@ from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, 
 
 import torch
 
-from study.challenge import read_box_file
+from study.challenge import VISIBLE_BOXES_FILE, read_box_file, read_visible_boxes
 from study.splits import split_key
 
 from .config import DetectorConfig, TrainConfig, to_dict
 from .dataset import DatasetInfo, build_dataset
-from .metrics import DetectorMetrics, evaluate_folder
+from .metrics import DetectorMetrics, FramedMetrics, evaluate_folder, evaluate_framed_folder
 from .predict import TRACED_FILE, WEIGHTS_FILE, Detector, export_traced, write_weights_config
 from release.manifest import sha256_of
 from .yolo_env import configure, yolo
@@ -139,7 +139,9 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     """
     layout_dir, out_dir = Path(layout_dir), Path(out_dir)
     tc = train_config
-    work = Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work"
+    # Absolute: ultralytics puts a relative `project` under its own runs/<task>/ folder, where train() would not
+    # find the weights it wrote.
+    work = (Path(work_dir) if work_dir is not None else out_dir.parent / f".{out_dir.name}-work").resolve()
     configure(work / "ultralytics-config", threads=tc.threads or max(1, (os.cpu_count() or 2) - 1))
     info = build_dataset(layout_dir, boxes_file, work / "dataset", tc.val_fraction, tc.seed, config.class_design,
                          val_ids=val_ids, exclude=exclude, extra_dirs=extra_dirs, config=config)
@@ -160,7 +162,8 @@ def train(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
         trainer=_mri_trainer(tc.appearance), data=str(info.data_yaml), epochs=tc.epochs, imgsz=config.imgsz,
         time=tc.minutes / 60.0 if tc.minutes else None,
         batch=tc.batch, device=device, workers=_workers(tc, device), seed=tc.seed, deterministic=False, amp=False,
-        pretrained=False, plots=False, val=False, project=str(work), name="run", exist_ok=True, cache=tc.cache,
+        pretrained=init_weights is not None,  # False would make ultralytics drop the checkpoint's weights
+        plots=False, val=False, project=str(work), name="run", exist_ok=True, cache=tc.cache,
         optimizer=tc.optimizer, lr0=tc.lr0, cos_lr=tc.cos_lr, warmup_epochs=tc.warmup_epochs, mosaic=tc.mosaic,
         close_mosaic=0, degrees=tc.degrees, translate=tc.translate, scale=tc.scale, shear=tc.shear,
         hsv_h=0.0, hsv_s=0.0, hsv_v=tc.hsv_v, fliplr=tc.fliplr, flipud=tc.flipud, patience=tc.patience,
@@ -217,7 +220,20 @@ def report(out_dir: Path, info: DatasetInfo, layout_dir: PathLike, boxes_file: P
         metrics[es.name] = m
         if verbose:
             print(f"\n== {es.name}: {es.description}\n{m.table()}")
+    framed: Dict[str, FramedMetrics] = {}
+    split = json.loads((info.data_yaml.parent / "split.json").read_text())
+    for folder in map(Path, split.get("extra_dirs", [])):
+        ids = [p.patient_id for p in read_visible_boxes(folder / VISIBLE_BOXES_FILE) if split_key(p.patient_id) in exclude] \
+            if (folder / VISIBLE_BOXES_FILE).is_file() else []
+        if ids:
+            framed[folder.name] = evaluate_framed_folder(detector, folder, ids)
+            if verbose:
+                print(f"\n== {folder.name}, renders of the evaluation hold-out\n{framed[folder.name].table()}")
     sections = dict(card_sections or {})
+    if framed:
+        sections = {"Realistic phantoms of the evaluation hold-out (random framing, head and thorax, random "
+                    "contrasts; never trained on)": "\n".join(f"- {k}: {m.table()}" for k, m in framed.items()),
+                    **sections}
     real = None
     if real_check:
         from .real_check import check_real_scan, real_scan_available
@@ -233,6 +249,7 @@ def report(out_dir: Path, info: DatasetInfo, layout_dir: PathLike, boxes_file: P
     (out_dir / METRICS_FILE).write_text(json.dumps(
         {"train_seconds": round(train_seconds, 1), "epochs": tc.epochs,
          "sets": {k: v.to_dict() for k, v in metrics.items()},
+         "framed_sets": {k: v.to_dict() for k, v in framed.items()},
          "real_scan": None if real is None else [vars(c) for c in real.levels]}, indent=1) + "\n")
     if command:
         sections["Retrain"] = f"The command that wrote these weights:\n```\n{command}\n```"
