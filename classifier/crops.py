@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 
 from detector.boxes import LevelBoxes, body_centre
+from study.axial_match import expected_canal_px
+from study.fov import padding_mask
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, VERTEBRAE, disc_neighbours
 from study.study import Study
 
@@ -38,6 +40,31 @@ _PRIOR_WEIGHT = 0.04
 # candidates the most posterior wins, because the bright disc nucleus and body lie in front of the canal.
 _CANDIDATE_FRACTION = 0.5
 _PEAK_SEPARATION_PX = 5
+# Where padding cuts the image (a reformat of a 3-D sagittal volume is a strip as wide as the volume, about
+# 50 mm), the mirror axis is measured on the field of view alone, and only on axes whose two mirrored halves
+# overlap on at least this fraction of it: a small overlap correlates well by chance (on real reformats a
+# 50 % floor let an axis 18 px off the canal win on one of 102 planes; 75 % none).
+_MIN_MIRROR_OVERLAP = 0.75
+# With geometry (DICOM/NIfTI) the axial view lies on the model grid, 0.7 mm/px, and the canal's expected
+# place is known from the sagittal detection (study.axial_match.expected_canal_px); it replaces the neck's
+# centroid, whose outline a field of view narrower than the neck cuts. Measured on the real 3-D T2 reformats
+# of sub-errsm11/18/21 and the real C2-C5 crop (../shared): the cord lies -3 to +18 px along the midline from
+# that place (a detector box, the body's depth and an oblique plane move it), so the search reaches 30 px
+# either way, with a weaker pull than across the midline. A real canal is also larger than the phantom's: the
+# cervical sac is 20-25 mm across and 12-17 mm deep, the largest at C1-C2 (semi-axes up to about 18 x 12 px
+# at 0.7 mm/px); without those sizes a wide sac gave a second peak at its dorsal edge, which, being the most
+# posterior, won (6 mm off at the C2 body of sub-errsm21, views centred on its cord).
+_GEOMETRY_SEARCH_U = (-30.0, 30.0)
+_GEOMETRY_PRIOR_SD = (15.0, 3.0)
+_GEOMETRY_CANAL_SEMI_AXES = _CANAL_SEMI_AXES + ((16.0, 10.0), (18.0, 12.0))
+# On a real T2 the CSF ring is the brightest near the expected place, but the lamina junction and the
+# epidural fat behind a thin canal ring too; the phantom's bright disc nucleus, which the most-posterior
+# rule guards against, is held off by the prior here. So with geometry a candidate behind the best peak must
+# reach 70 % of it. Measured (real clinical 2-D axial stack ../shared/.../cervical_axial_t2, 19 slices, canal
+# read by eye, views centred on it): 0.5 took the laminae on 2 of 19 slices; 0.7 none (17 of 19 right with the
+# expected place 9 mm behind the canal). On 880 phantom cuts with the expected place within 10 px of the cord:
+# 3 beyond 6 px at 0.7, 1 at 0.5, 12 when the best peak always wins.
+_GEOMETRY_CANDIDATE_FRACTION = 0.7
 
 
 @dataclass(frozen=True)
@@ -88,7 +115,7 @@ def _neck_centre(small: np.ndarray) -> Optional[Tuple[float, float]]:
 
 
 def _midline(small: np.ndarray) -> Tuple[float, float, float]:
-    """The neck's left-right mirror axis on a downsampled image: (x at the centre row, row, tilt, score).
+    """The neck's left-right mirror axis on a downsampled image: (x, y) of a point on it and its tilt.
 
     Mirror symmetry, unlike the outline's moments, survives a neck cut off by the image edge.
     Returns (x, y) of the axis at the image's centre row and its tilt from vertical (radians).
@@ -108,64 +135,120 @@ def _midline(small: np.ndarray) -> Tuple[float, float, float]:
     score, deg, k = best
     # Template column j (rotated column w-1-margin-j) matched rotated column k+j: the axis is their middle.
     axis_x = (k + w - 1 - margin) / 2
+    return _axis(centre, deg, axis_x)
+
+
+def _axis(centre: Tuple[float, float], deg: float, axis_x: float) -> Tuple[float, float, float]:
+    """The mirror axis found at column axis_x of the image turned by deg about centre, in the image's frame:
+    (x, y) of its point on the centre row of the turned image, and its tilt from vertical (radians)."""
     inverse = cv2.invertAffineTransform(cv2.getRotationMatrix2D(centre, deg, 1.0))
     x, y = inverse @ np.array([axis_x, centre[1], 1.0])
     down = inverse[:, :2] @ np.array([0.0, 1.0])
     return float(x), float(y), float(np.arctan2(down[0], down[1]))
 
 
-def find_canal(image: np.ndarray) -> CanalFinding:
+def _midline_in_view(small: np.ndarray, inside: np.ndarray) -> Tuple[float, float, float]:
+    """As _midline, for an image whose field of view (`inside`) padding cuts: pixels outside it count
+    for neither half, so the edges of the field of view (a strip's borders) cannot pose as the neck's axis.
+
+    Every axis at the searched tilts is scored by the correlation of the pixels with their mirror images
+    where both lie inside; axes whose mirrored halves overlap on less than _MIN_MIRROR_OVERLAP of the field
+    of view are not considered.
+    """
+    h, w = small.shape
+    centre = ((w - 1) / 2, (h - 1) / 2)
+    need = max(_MIN_MIRROR_OVERLAP * float(inside.sum()), 16.0)
+    best = (-2.0, 0.0, centre[0])
+    for deg in _MIDLINE_ANGLES_DEG:
+        rot = cv2.getRotationMatrix2D(centre, float(deg), 1.0)
+        r = cv2.warpAffine(small, rot, (w, h), flags=cv2.INTER_LINEAR)
+        m = cv2.warpAffine(inside.astype(np.uint8), rot, (w, h), flags=cv2.INTER_NEAREST) > 0
+        mirror, mirror_in = r[:, ::-1], m[:, ::-1]
+        # Axis at turned column (w - 1 + t) / 2: column j pairs with column w - 1 + t - j, i.e. mirror[:, j - t].
+        for t in range(-(w - 1), w):
+            a_cols, b_cols = (slice(t, w), slice(0, w - t)) if t >= 0 else (slice(0, w + t), slice(-t, w))
+            both = m[:, a_cols] & mirror_in[:, b_cols]
+            if both.sum() < need:
+                continue
+            a, b = r[:, a_cols][both], mirror[:, b_cols][both]
+            a, b = a - a.mean(), b - b.mean()
+            norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
+            score = float((a * b).sum()) / norm if norm > 0 else -2.0
+            if score > best[0]:
+                best = (score, float(deg), (w - 1 + t) / 2)
+    return _axis(centre, best[1], best[2])
+
+
+def find_canal(image: np.ndarray, expected: Optional[Tuple[float, float]] = None) -> CanalFinding:
     """Centre of the spinal canal in an axial T2 image (anterior up) of the cervical spine.
 
-    The neck's mirror axis is its midline and its outline gives a centre on it; along the midline a
-    multi-size ring filter (bright CSF around a darker cord) scores candidates; among the strong peaks
-    the most posterior is the canal, since the bright nucleus and the vertebral body lie in front of it.
+    The neck's mirror axis is its midline (measured on the field of view alone where padding cuts the
+    image); a centre on it comes from the neck's outline or, where the image's geometry is known,
+    `expected`: the (x, y) pixel where the sagittal detection puts the canal (study.axial_match.
+    expected_canal_px). Along the midline around that centre a multi-size ring filter (bright CSF around
+    a darker cord) scores candidates; among the strong peaks the most posterior is the canal, since the
+    bright nucleus and the vertebral body lie in front of it. With `expected` the search is centred there,
+    the filter also has the sizes of a real canal, and a peak must be stronger to count (see the
+    _GEOMETRY_ settings). On an image without padding and without `expected` (the challenge layout) the
+    result is the finder's as designed on the challenge phantom (whole neck in view).
     """
     image = np.asarray(image, np.float32)
     h, w = image.shape
     q = _MIDLINE_DOWNSAMPLE
     quarter = cv2.resize(image, (w // q, h // q), interpolation=cv2.INTER_AREA)
-    mx, my, angle = _midline(quarter)
+    inside = padding_mask(image)
+    if inside.all():
+        mx, my, angle = _midline(quarter)
+    else:  # quarter pixels wholly inside the field of view
+        inside_q = cv2.resize(inside.astype(np.float32), (w // q, h // q), interpolation=cv2.INTER_AREA) > 0.999
+        mx, my, angle = _midline_in_view(quarter, inside_q)
     ca, sa = np.cos(angle), np.sin(angle)
-    centre = _neck_centre(quarter)
-    if centre is not None:  # slide the neck's centroid onto the midline
+    if expected is None:
+        centre = _neck_centre(quarter)
+        search_u, prior_sd, semi_axes, fraction = _SEARCH_U, _PRIOR_SD, _CANAL_SEMI_AXES, _CANDIDATE_FRACTION
+    else:
+        centre = ((expected[0] + 0.5) / q - 0.5, (expected[1] + 0.5) / q - 0.5)
+        search_u, prior_sd, semi_axes = _GEOMETRY_SEARCH_U, _GEOMETRY_PRIOR_SD, _GEOMETRY_CANAL_SEMI_AXES
+        fraction = _GEOMETRY_CANDIDATE_FRACTION
+    fallback = (w / 2, h / 2) if expected is None else (float(expected[0]), float(expected[1]))
+    if centre is not None:  # slide the centre onto the midline
         t = (centre[0] - mx) * sa + (centre[1] - my) * ca
         mx, my = mx + t * sa, my + t * ca
     cx, cy = (mx + 0.5) * q - 0.5, (my + 0.5) * q - 0.5
     f = _FINDER_DOWNSAMPLE
     # Work on the search region's bounding box (plus the largest kernel's reach) only.
-    corners = [(cx + u * sa + v * ca, cy + u * ca - v * sa) for u in _SEARCH_U for v in (-_SEARCH_V, _SEARCH_V)]
-    reach = int(np.ceil(1.6 * max(max(a, b) for a, b in _CANAL_SEMI_AXES))) + 2 * f
+    corners = [(cx + u * sa + v * ca, cy + u * ca - v * sa) for u in search_u for v in (-_SEARCH_V, _SEARCH_V)]
+    reach = int(np.ceil(1.6 * max(max(a, b) for a, b in semi_axes))) + 2 * f
     xs, ys = [c[0] for c in corners], [c[1] for c in corners]
     x0 = max(0, (int(min(xs)) - reach) // f * f)
     y0 = max(0, (int(min(ys)) - reach) // f * f)
     x1 = min(w, (int(max(xs)) + reach + f) // f * f)
     y1 = min(h, (int(max(ys)) + reach + f) // f * f)
     if x1 - x0 < 4 * f or y1 - y0 < 4 * f:
-        return CanalFinding(w / 2, h / 2, angle, 0.0)
+        return CanalFinding(*fallback, angle, 0.0)
     small = cv2.resize(image[y0:y1, x0:x1], ((x1 - x0) // f, (y1 - y0) // f), interpolation=cv2.INTER_AREA)
     yy, xx = np.mgrid[0:small.shape[0], 0:small.shape[1]].astype(np.float32)
     xx, yy = x0 + (xx + 0.5) * f - 0.5, y0 + (yy + 0.5) * f - 0.5
     u = (xx - cx) * sa + (yy - cy) * ca
     v = (xx - cx) * ca - (yy - cy) * sa
-    window = (np.abs(v) < _SEARCH_V) & (u > _SEARCH_U[0]) & (u < _SEARCH_U[1])
+    window = (np.abs(v) < _SEARCH_V) & (u > search_u[0]) & (u < search_u[1])
     if not window.any():
-        return CanalFinding(w / 2, h / 2, angle, 0.0)
-    inside = small[window]
-    k99 = int(0.99 * (inside.size - 1))
-    small = small / max(float(np.partition(inside, k99)[k99]), 1e-3)
+        return CanalFinding(*fallback, angle, 0.0)
+    values_in = small[window]
+    k99 = int(0.99 * (values_in.size - 1))
+    small = small / max(float(np.partition(values_in, k99)[k99]), 1e-3)
     response = None
-    for a, b in _CANAL_SEMI_AXES:
+    for a, b in semi_axes:
         r = cv2.filter2D(small, -1, _canal_kernel(a / f, b / f), borderType=cv2.BORDER_REFLECT)
         response = r if response is None else np.maximum(response, r)
-    score = response - _PRIOR_WEIGHT * ((u / _PRIOR_SD[0]) ** 2 + (v / _PRIOR_SD[1]) ** 2)
+    score = response - _PRIOR_WEIGHT * ((u / prior_sd[0]) ** 2 + (v / prior_sd[1]) ** 2)
     score[~window] = -np.inf
     size = 2 * (_PEAK_SEPARATION_PX // f) + 1
     local_max = cv2.dilate(score, np.ones((size, size), np.uint8))
     peaks = np.argwhere((score == local_max) & window)
     values = score[peaks[:, 0], peaks[:, 1]]
     best = values.max()
-    strong = peaks[values >= _CANDIDATE_FRACTION * best] if best > 0 else peaks[values >= best]
+    strong = peaks[values >= fraction * best] if best > 0 else peaks[values >= best]
     py, px = strong[int(np.argmax(u[strong[:, 0], strong[:, 1]]))]
     return CanalFinding(float(xx[py, px]), float(yy[py, px]), angle, float(score[py, px]))
 
@@ -309,7 +392,11 @@ def standardise(crop: np.ndarray) -> np.ndarray:
 
 
 def find_canals(study: Study) -> Dict[str, CanalFinding]:
-    return {p: find_canal(study.axial[p]) for p in CANAL_POSITIONS if p in study.axial}
+    """The canal on every axial image; where the image's geometry is known (DICOM/NIfTI) the finder is told
+    where the sagittal detection expects it."""
+    return {p: find_canal(study.axial[p], expected_canal_px(study.axial_geometry[p])
+                          if p in study.axial_geometry else None)
+            for p in CANAL_POSITIONS if p in study.axial}
 
 
 def make_level_crops(study: Study, boxes: LevelBoxes, cfg: ClassifierConfig = ClassifierConfig(),

@@ -120,6 +120,16 @@ def axial_view(sl: AxialSlice, level_point_mm: np.ndarray) -> Tuple[np.ndarray, 
     return unit, plane
 
 
+def expected_canal_px(plane: ImagePlane) -> Tuple[float, float]:
+    """Where the sagittal detection expects the canal on an axial view made by axial_view: the view's centre,
+    AXIAL_CENTRE_POSTERIOR_MM behind the level's body centre (the body's centre lies about 8 mm in front of
+    its posterior wall, the cord's about 8 mm behind it). (x, y) in pixel indices (pixel centres at integers), as
+    classifier.crops.find_canal takes it. On the real 3-D T2 reformats of ../shared the cord lay -3 to +18 px
+    along the antero-posterior axis and -8 to +2 px across from it."""
+    (x, y), _ = plane.to_image(plane.centre_mm)
+    return float(x) - 0.5, float(y) - 0.5
+
+
 def attach_axials(study: Study, level_boxes) -> Study:
     """A new Study whose `axial` holds, for each canal position, the pending axial slice matched to it.
 
