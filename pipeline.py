@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Command line of the cervical spine MRI reader: glue that parses arguments and calls the stages.
+"""Command line of the cervical spine MRI reader (`cervspine` once installed): it parses arguments and calls
+the library; the reading itself is reader.Reader, the run folder reader.folder.
 
 Models and math live in the packages (study/, synth/, detector/, classifier/, fusion/, evaluation/);
 each command imports what it needs lazily so `--help` stays fast.
@@ -8,13 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import click
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,295 +110,16 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, val_dirs,
           detector_minutes, device, data_name, geometry_name, no_cv):
     """Retrain one stage (or all, in flow order) into a weights folder, each with its model card."""
-    import shlex
-
-    from release.training import train_stages
+    from release.training import TrainingRun, train_stages
     from study.errors import InputError
-    args = [stage] + [a for d in data_dirs for a in ("--data", str(d))] + \
-        [a for d in val_dirs for a in ("--val-data", str(d))]
-    for flag, value in (("--labels", labels_file), ("--boxes", boxes_file), ("--out", out_dir),
-                        ("--holdout", holdout_file), ("--holdout-n", holdout_n or None), ("--epochs", epochs),
-                        ("--detector-minutes", detector_minutes), ("--device", device), ("--data-name", data_name or None),
-                        ("--geometry-name", geometry_name or None)):
-        if value is not None:
-            args += [flag, str(value)]
-    command = "python pipeline.py train " + " ".join(shlex.quote(a) for a in args + (["--no-cv"] if no_cv else []))
     try:
-        manifest = train_stages(stage, data_dirs, out_dir, labels_file, boxes_file, holdout_file, holdout_n, epochs,
-                                device, data_name, geometry_name, run_cv=not no_cv, command=command,
-                                detector_minutes=detector_minutes, val_dirs=val_dirs)
+        manifest = train_stages(TrainingRun(stage, tuple(data_dirs), out_dir, labels_file, boxes_file, holdout_file,
+                                            holdout_n, epochs, device, data_name, geometry_name, not no_cv,
+                                            detector_minutes, tuple(val_dirs)))
     except InputError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
     click.echo(f"trained {stage} -> {out_dir}; manifest {manifest}")
-
-
-# ------------------------------------------------------------------------------------------------
-# run: the whole reading, batch by batch
-# ------------------------------------------------------------------------------------------------
-WEIGHTS = ROOT / "weights"
-STAGES = ("detector", "classifier", "fusion")
-# A vertebra found with less confidence than this sends the patient to human review. The shipped
-# detector splits its score between neighbouring level classes: correct C2-C7 boxes (IoU >= 0.82) on
-# the example phantoms scored 0.36-0.88, so 0.5 flagged every patient and meant nothing.
-REVIEW_MIN_CONFIDENCE = 0.2
-
-
-def _review_reasons(boxes, curve, study) -> tuple:
-    reasons = []
-    outside = boxes.outside_fov
-    if outside:
-        reasons.append(f"level(s) {', '.join(outside)} outside the field of view: not graded"
-                       + ("; curvature and alignment not assessed" if curve.not_assessed else ""))
-    interp = tuple(lv for lv in boxes.interpolated_levels if lv not in outside)
-    if interp:
-        reasons.append(f"level(s) {', '.join(interp)} not found, interpolated from neighbours")
-    low = sorted({lv for s in boxes.vertebrae for lv, lb in boxes.vertebrae[s].items()
-                  if not lb.interpolated and lb.confidence < REVIEW_MIN_CONFIDENCE})
-    if low:
-        reasons.append(f"low detector confidence at {', '.join(low)}")
-    reasons.extend(f"anatomy check: {w}" for w in boxes.warnings)
-    reasons.extend(f"curve: {w}" for w in curve.warnings)
-    missing_axial = [p for p in study.missing_axial if p not in boxes.outside_positions]
-    if missing_axial:
-        reasons.append(f"no axial image at {', '.join(missing_axial)} (graded from sagittal only)")
-    if study.blank_images:
-        reasons.append(f"image(s) with the same value in every pixel, which show nothing: "
-                       f"{', '.join(study.blank_images)}")
-    return tuple(reasons)
-
-
-class _StageClock:
-    """Wall seconds spent in each stage of a run, for run.json and the benchmark."""
-
-    def __init__(self):
-        import time
-        self._now = time.perf_counter
-        self.seconds = {}
-
-    def __call__(self, stage: str):
-        clock = self
-
-        class _Span:
-            def __enter__(self):
-                self.t = clock._now()
-
-            def __exit__(self, *exc):
-                clock.seconds[stage] = clock.seconds.get(stage, 0.0) + clock._now() - self.t
-                return False
-
-        return _Span()
-
-
-class _Models:
-    """The three stages, loaded once after the weights manifest is verified."""
-
-    def __init__(self, weights_dir: Path, device: str, need_detector: bool):
-        from classifier.predict import Classifier
-        from fusion.model import load_fusion
-        from release.manifest import verify_manifest
-
-        stages = STAGES if need_detector else STAGES[1:]
-        verify_manifest(weights_dir, stages)
-        self.detector = None
-        if need_detector:
-            from detector.predict import Detector
-            self.detector = Detector.from_weights(weights_dir / "detector", device=device)
-        self.classifier = Classifier.load(weights_dir / "classifier", device)
-        self.fusion = load_fusion(weights_dir / "fusion")
-
-
-def _patient_space_centres(study, boxes, crops):
-    """(level -> LPS mm, canal position -> LPS mm) for DICOM/NIfTI input, (None, None) for challenge PNGs.
-
-    A level's centre is its body (C2: below the dens) or disc box centre on the mid-sagittal image; a canal
-    position's is the canal centre the classifier found on its axial image, where that image came from a
-    DICOM/NIfTI slice."""
-    import numpy as np
-
-    from detector.boxes import body_centre
-    from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE
-
-    if study.sagittal_geometry is None:
-        return None, None
-    levels = {}
-    for p in CANAL_POSITIONS:
-        b = boxes.box(p, MID_SAGITTAL_SLICE)
-        xy = (b.cx, b.cy) if p in DISCS else body_centre(b, p)
-        levels[p] = tuple(float(v) for v in study.sagittal_geometry.to_world(np.asarray(xy, float)))
-    canal = {}
-    for k, p in enumerate(CANAL_POSITIONS):
-        finding = crops.canal[k]
-        plane = study.axial_geometry.get(p)
-        if finding is not None and plane is not None:
-            canal[p] = tuple(float(v) for v in plane.to_world(np.asarray([finding.x, finding.y], float)))
-    return levels, canal
-
-
-def _read_patient(models: "_Models", study, boxes, crops, grades, box_source: str, dump_dir, clock, truth=None):
-    """Stage 3 and the outputs for one patient whose boxes and grades are known (truth: known labels, shown
-    on the crop sheet only)."""
-    from fusion.image_features import image_features
-    from fusion.model import level_features, predict as assess_curve
-    from report.draw import patient_pictures
-    from report.patient import PatientReport
-
-    with clock("fusion"):
-        extra = level_features(grades.disc_probabilities, grades.canal_probabilities)
-        patient_boxes = boxes.as_patient_boxes()
-        extra.update(image_features(study.sagittal, patient_boxes.boxes))
-        curve = assess_curve(models.fusion, patient_boxes, extra, study.sagittal_spacing_mm, boxes.outside_fov)
-    level_lps, canal_lps = _patient_space_centres(study, boxes, crops)
-    report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
-                           _review_reasons(boxes, curve, study), dict(study.sources), tuple(study.provenance),
-                           level_centres_lps=level_lps, axial_canal_centres_lps=canal_lps)
-    with clock("outputs"):
-        if dump_dir is not None:
-            from classifier.dump import dump_patient
-            dump_patient(dump_dir, crops, study, grades, truth)
-        pictures = patient_pictures(study, report)
-    return report, pictures
-
-
-def _guard(fn, stage: str):
-    """fn() or, if it fails, the failure as a message (so one patient's failure stays its own)."""
-    try:
-        return fn()
-    except Exception as e:
-        return f"{stage} failed: {type(e).__name__}: {e}"
-
-
-def _isolated(batch_fn, single_fn, items, stage: str) -> list:
-    """Run a stage on a batch; if the batch fails, retry item by item so only the culprit fails."""
-    if not items:
-        return []
-    try:
-        return list(batch_fn(items))
-    except Exception:
-        return [_guard(lambda it=it: single_fn(it), stage) for it in items]
-
-
-def run_batch(input_dir: Path, out_dir: Path, boxes_file, dump_crops: bool, device: str, batch_size: int,
-              weights_dir: Path = WEIGHTS, labels_file: Optional[Path] = None) -> int:
-    """Read every patient under input_dir; returns the exit code (0 all read, 1 some failed, 2 unusable)."""
-    import os
-    import time
-
-    # torch's OpenMP threads spin at every barrier by default. Beside another busy process (a training job on
-    # the 2-core build machine) they wait for a descheduled thread at every layer: one patient took 3.4-8.0 s
-    # in the stages instead of 1.1 s (detector 4.0 s -> 0.2 s). Waiting passively changes no result (same
-    # threads, same arithmetic: outputs byte-identical). Read when torch loads, so set before importing it.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-    from tqdm import tqdm
-
-    from detector.boxes import LevelBoxes
-    from release.manifest import WeightsError
-    from report.html import patient_section, write_report_html
-    from study.challenge import read_box_file, read_labels, remove_stale_temporaries, write_json_atomic, write_labels
-    from study.errors import InputError, StudyError
-    from study.axial_match import attach_axials
-    from study.inputs import find_inputs, load_input, private_path
-
-    t0 = time.perf_counter()
-    try:
-        patients = find_inputs(input_dir)
-        given = None
-        if boxes_file is not None:
-            contents = read_box_file(boxes_file)
-            given = contents.by_id()
-            given_errors = {e.patient: str(e) for e in contents.errors if e.patient}
-        # Known labels are drawn beside the predictions on the crop sheets; they change no prediction.
-        truth = {l.patient_id: l for l in read_labels(labels_file)} if labels_file is not None else {}
-        clock = _StageClock()
-        with clock("model load"):
-            models = _Models(weights_dir, device, need_detector=given is None)
-    except (InputError, WeightsError, FileNotFoundError) as e:
-        click.echo(f"error: {e}", err=True)
-        return 2
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # A run killed mid-write leaves hidden temporaries (never a truncated output); this run clears them.
-    for folder, below in ((out_dir, False), (out_dir / "reports", False), (out_dir / "crops", True)):
-        remove_stale_temporaries(folder, recursive=below)
-    dump_dir = out_dir / "crops" if dump_crops else None
-    reports, sections, errors = {}, [], []
-
-    def fail(pid: str, message: str):
-        errors.append({"id": pid, "error": message})
-
-    bar = tqdm(total=len(patients), desc="patients", unit="patient", disable=None)
-    for start in range(0, len(patients), batch_size):
-        studies = []
-        with clock("load images"):
-            for source in patients[start:start + batch_size]:
-                try:
-                    studies.append(load_input(source))
-                except StudyError as e:
-                    fail(source.patient_id, str(e))
-                    bar.update(1)
-        if given is not None:
-            boxes_list = []
-            for st in studies:
-                if st.patient_id in given:
-                    boxes_list.append(LevelBoxes.from_patient_boxes(given[st.patient_id]))
-                else:
-                    boxes_list.append(given_errors.get(st.patient_id, "no boxes for this patient in the box file"))
-            source = "given"
-        else:
-            with clock("detector"):
-                boxes_list = _isolated(models.detector.predict_batch, models.detector.predict, studies,
-                                       "detector")
-            source = "detector"
-        # DICOM/NIfTI axial slices are matched to levels once the levels are placed (in patient space).
-        with clock("axial matching"):
-            studies = [attach_axials(st, b) if not isinstance(b, str) else st for st, b in zip(studies, boxes_list)]
-        # Crop every patient, then push all their levels through the classifier together.
-        with clock("classifier"):
-            crops_list = [_guard(lambda st=st, b=b: models.classifier.crops(st, b), "cropping")
-                          if not isinstance(b, str) else b for st, b in zip(studies, boxes_list)]
-            ok = [k for k, c in enumerate(crops_list) if not isinstance(c, str)]
-            graded = _isolated(models.classifier.grade_crops, lambda c: models.classifier.grade_crops([c])[0],
-                               [crops_list[k] for k in ok], "classifier")
-            grades_list = list(crops_list)
-            for k, g in zip(ok, graded):
-                grades_list[k] = g
-        for st, boxes, crops, grades in zip(studies, boxes_list, crops_list, grades_list):
-            try:
-                for stage_result in (boxes, crops, grades):
-                    if isinstance(stage_result, str):
-                        raise InputError(stage_result, patient=st.patient_id)
-                report, pictures = _read_patient(models, st, boxes, crops, grades, source, dump_dir, clock,
-                                                 truth.get(st.patient_id))
-                write_json_atomic(out_dir / "reports" / f"{st.patient_id}.json", report.to_dict())
-                reports[st.patient_id] = report
-                sections.append(patient_section(report, pictures))
-            except Exception as e:  # one bad patient never stops the batch
-                fail(st.patient_id, str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
-            bar.update(1)
-    bar.close()
-
-    clock.seconds["total"] = time.perf_counter() - t0
-    write_json_atomic(out_dir / "run.json", {
-        "input": private_path(input_dir, patients), "boxes": str(boxes_file) if boxes_file else None,
-        "device": device, "batch_size": batch_size, "weights": str(weights_dir), "dump_crops": dump_crops,
-        "patients": len(patients), "stage_seconds": {k: round(v, 3) for k, v in clock.seconds.items()}})
-    order = [p.patient_id for p in patients]
-    done = [reports[pid].challenge_labels() for pid in order if pid in reports]
-    write_labels(out_dir / "predictions.json", done)
-    write_json_atomic(out_dir / "errors.json", errors)
-    seconds = time.perf_counter() - t0
-    summary = (f"{len(patients)} patient(s): {len(done)} read, {len(errors)} failed, "
-               f"{sum(r.needs_review for r in reports.values())} flagged for review, {seconds:.1f} s")
-    write_report_html(out_dir / "report.html", sections, errors, summary)
-    for e in errors:
-        click.echo(f"failed: {e['id']}: {e['error']}", err=True)
-    for pid in order:
-        if pid in reports and reports[pid].boxes.outside_fov:
-            click.echo(f"{pid}: {', '.join(reports[pid].boxes.outside_fov)} outside the field of view, not graded")
-    click.echo(summary)
-    click.echo(f"outputs: {out_dir / 'predictions.json'}, {out_dir / 'report.html'}, {out_dir / 'reports'}/"
-               + (f", {dump_dir}/" if dump_dir else ""))
-    return 1 if errors else 0
 
 
 @cli.command()
@@ -422,6 +141,16 @@ def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_s
     if labels_file is not None and not dump_crops:
         raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
     sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file))
+
+
+def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",
+              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None) -> int:
+    """`run` without the argument parsing: the exit code (0 all read, 1 some failed, 2 unusable)."""
+    import os
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads: see reader.core.passive_openmp_waiting
+    from reader.folder import run_folder
+    return run_folder(input_dir, out_dir, weights_dir, boxes_file=boxes_file, dump_crops=dump_crops,
+                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo)
 
 
 if __name__ == "__main__":

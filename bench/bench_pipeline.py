@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Targets from the pipeline issue (2-core CPU, 100 patients).
 TARGETS = {"total_s": 30.0, "warm_per_patient_s": 0.2, "peak_rss_gb": 1.5}

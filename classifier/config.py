@@ -5,10 +5,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
+from common.config import build_config
+
 
 @dataclass(frozen=True)
 class ClassifierConfig:
-    """Every setting of the classifier stage. Unknown keys are rejected by from_dict."""
+    """Every setting of the classifier stage. Unknown keys and wrong types are rejected by from_dict."""
 
     # --- sagittal crop: a square aligned with the local column axis, sizes in units of the local
     # vertebral pitch (centre-to-centre distance of neighbouring bodies), so crops scale with the patient.
@@ -61,12 +63,8 @@ class ClassifierConfig:
 
     @staticmethod
     def from_dict(values: Mapping[str, Any]) -> "ClassifierConfig":
-        known = {f.name for f in dataclasses.fields(ClassifierConfig)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown classifier setting(s) {unknown}; known: {sorted(known)}")
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return ClassifierConfig(**fixed)
+        """Unknown keys and values of the wrong type are refused (common.config)."""
+        return build_config(ClassifierConfig, values)
 
     def to_dict(self) -> Dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}

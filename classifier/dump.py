@@ -7,7 +7,8 @@ from typing import List, Optional, Union
 import cv2
 import numpy as np
 
-from study.challenge import PatientLabels, atomic_write
+from common.files import atomic_write
+from study.challenge import PatientLabels
 from study.levels import CANAL_POSITIONS, DISCS, SAGITTAL_SLICES, is_disc
 from study.study import Study
 

@@ -1,6 +1,6 @@
 """Inference: the LevelGrades hand-off and a Classifier that loads its weights once and grades batches of patients.
 
-On the CPU the network is loaded from its traced copy (classifier.torchscript, release/traced.py) when that
+On the CPU the network is loaded from its traced copy (classifier.torchscript, common/traced.py) when that
 matches classifier.pt, so a run needs no timm (nor the torchvision it imports); otherwise it is built with timm.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from detector.boxes import LevelBoxes
 from study.levels import CANAL_POSITIONS, DISCS
 from study.study import Study
-from release.manifest import sha256_of
+from common.files import sha256_of
 
 from .config import ClassifierConfig
 from .crops import LevelCrops, make_level_crops
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 PathLike = Union[str, Path]
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "classifier"
 WEIGHTS_FILE, CONFIG_FILE, CARD_FILE = "classifier.pt", "classifier.json", "MODEL_CARD.md"
-TRACED_FILE = "classifier.torchscript"   # the same network, traced (release/traced.py)
+TRACED_FILE = "classifier.torchscript"   # the same network, traced (common/traced.py)
 FORMAT_VERSION = 1
 
 
@@ -82,7 +82,7 @@ def _network(weights_path: Path, cfg: ClassifierConfig) -> "GradeNet":
 
 def export_traced(weights_dir: PathLike) -> Path:
     """Write weights_dir/classifier.torchscript, the traced copy of classifier.pt that `run` loads on the CPU."""
-    from release.traced import save_traced
+    from common.traced import save_traced
 
     weights_dir = Path(weights_dir)
     cfg = ClassifierConfig.from_dict(json.loads((weights_dir / CONFIG_FILE).read_text(encoding="utf-8"))["config"])
@@ -127,7 +127,7 @@ class Classifier:
         cfg = ClassifierConfig.from_dict(meta["config"])
         model = None
         if pick_device(device).type == "cpu":
-            from release.traced import load_traced
+            from common.traced import load_traced
             model = load_traced(weights_dir / TRACED_FILE, weights_path, actual)
         return Classifier(model if model is not None else _network(weights_path, cfg), cfg, device, meta)
 

@@ -6,7 +6,6 @@ import json
 import math
 import platform
 import random
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from evaluation.metrics import macro_f1
-from study.challenge import atomic_write
+from common.files import atomic_write
+from common.provenance import git_commit
 from study.errors import InputError
 from study.levels import CANAL_GRADES, CANAL_POSITIONS, DISC_GRADES, DISCS
 
@@ -27,7 +27,7 @@ from .crops import LevelCrops
 from .data import PatientRecord, batch_tensors, label_arrays
 from .decision import tune_priors
 from .model import GradeNet
-from study.splits import split_key
+from study.splits import split_key, split_patients as split_geometries
 from synth.variants import keeps_real_grades
 from .predict import CONFIG_FILE, FORMAT_VERSION, WEIGHTS_FILE, export_traced, pick_device, sha256_of
 from .prior import label_prior_block
@@ -57,7 +57,7 @@ def seed_everything(seed: int) -> None:
 
 
 def split_patients(records: Sequence[PatientRecord], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
-    """Geometry keys (patient ids without a variant suffix) for training and validation.
+    """Geometry keys (patient ids without a variant suffix) for training and validation (study.splits).
 
     Every render of one geometry (other seeds, rare-grade variants) stays on one side. Stratified on the
     rare findings of the geometry's own labels (disc extrusion, canal grade 3, disc bulge).
@@ -67,22 +67,11 @@ def split_patients(records: Sequence[PatientRecord], val_fraction: float, seed: 
         key = split_key(r.patient_id)
         if key not in by_key or r.patient_id == key:  # prefer the geometry's own labels
             by_key[key] = r
-    strata: Dict[Tuple[bool, ...], List[str]] = {}
-    for key in sorted(by_key):
+
+    def rare_findings(key: str) -> Tuple[bool, ...]:
         lab = by_key[key].labels
-        stratum = (3 in lab.disc_grades, 3 in lab.canal_grades, 1 in lab.disc_grades)
-        strata.setdefault(stratum, []).append(key)
-    rng = np.random.default_rng(seed)
-    train, val = [], []
-    for stratum in sorted(strata):
-        keys = list(strata[stratum])
-        rng.shuffle(keys)
-        n_val = int(round(len(keys) * val_fraction))
-        val += keys[:n_val]
-        train += keys[n_val:]
-    if not val and val_fraction > 0 and len(train) > 1:  # small sets: every stratum rounded to zero
-        val.append(train.pop(int(rng.integers(len(train)))))
-    return sorted(train), sorted(val)
+        return 3 in lab.disc_grades, 3 in lab.canal_grades, 1 in lab.disc_grades
+    return split_geometries([r.patient_id for r in records], val_fraction, seed, rare_findings)
 
 
 def class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Tensor:
@@ -135,14 +124,6 @@ def _scores(disc_p, canal_p, disc_t, canal_t) -> Dict[str, float]:
     return {"disc_f1_argmax": macro_f1(disc_t.ravel(), disc_p.argmax(-1).ravel(), len(DISC_GRADES)),
             "canal_f1_argmax": macro_f1(canal_t.ravel(), canal_p.argmax(-1).ravel(), len(CANAL_GRADES)),
             "disc_f1_tuned": dscore, "canal_f1_tuned": cscore, "disc_priors": dp, "canal_priors": cp}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierConfig = ClassifierConfig(),
@@ -274,7 +255,7 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
                      "device": str(dev), "threads": cfg.threads, "seed": cfg.seed,
                      "disc_class_weights": [round(float(x), 3) for x in disc_w.cpu()],
                      "canal_class_weights": [round(float(x), 3) for x in canal_w.cpu()],
-                     "git_commit": git_commit(), "torch": torch.__version__, "timm": timm.__version__,
+                     "git_commit": git_commit("classifier"), "torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
         "validation": {k: v for k, v in best_scores.items()},
         "history": history,

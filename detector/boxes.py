@@ -4,11 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Tuple
 
-from study.challenge import Box, PatientBoxes
+from study.challenge import BOX_PADDING_PX, Box, PatientBoxes
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
 
-# Challenge boxes are the tight vertebra box grown by this much on every side (see ../shared README).
-BOX_PADDING_PX = 3.0
 MIN_DISC_GAP_PX = 2.0
 # Why a level outside the image's field of view is not graded (reports say it in these words).
 OUTSIDE_FOV = "outside the field of view"

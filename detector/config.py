@@ -5,6 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from common.config import build_config
 from study.levels import DISCS, IMAGE_SIZE, VERTEBRAE
 
 # Class designs the dataset export and the assignment understand. "levels": one class per vertebra
@@ -152,17 +153,6 @@ def to_dict(cfg: Any) -> Dict[str, Any]:
 
 
 def from_dict(cls: type, data: Mapping[str, Any]):
-    """Build a config dataclass, rejecting unknown keys (a typo must not silently fall back to a default)."""
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; expected some of {sorted(known)}")
-    kwargs = {}
-    for name, value in data.items():
-        default = getattr(cls(), name) if name in known else None
-        if dataclasses.is_dataclass(default) and isinstance(value, Mapping):
-            value = from_dict(type(default), value)
-        elif isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        kwargs[name] = value
-    return cls(**kwargs)
+    """Build a config dataclass, rejecting unknown keys and wrong types (a typo must not silently fall back to a
+    default): common.config.build_config, nested configs included."""
+    return build_config(cls, data)

@@ -1,6 +1,6 @@
 """Inference: a Detector loads the weights once, batches slices through YOLO and returns LevelBoxes.
 
-On the CPU the network is loaded from its traced copy (best.torchscript, release/traced.py) when that
+On the CPU the network is loaded from its traced copy (best.torchscript, common/traced.py) when that
 matches best.pt, so a run needs neither ultralytics nor torchvision; otherwise it is built with ultralytics.
 """
 from __future__ import annotations
@@ -16,18 +16,19 @@ import torch
 
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
 from study.study import Study
-from release.manifest import sha256_of
+from common.files import sha256_of
 
 from .anatomy import Candidates, assemble
 from .boxes import LevelBoxes
 from .config import DetectorConfig, from_dict, to_dict
+from .preprocess import normalise_slice  # noqa: F401  (also imported from here by detector.dataset)
 from .refine import REFINE_FILE
 
 PathLike = Union[str, Path]
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WEIGHTS_DIR = ROOT / "weights" / "detector"
 WEIGHTS_FILE = "best.pt"
-TRACED_FILE = "best.torchscript"   # the same network, traced (release/traced.py)
+TRACED_FILE = "best.torchscript"   # the same network, traced (common/traced.py)
 CONFIG_FILE = "config.json"
 
 
@@ -45,16 +46,6 @@ def write_weights_config(weights_dir: Path, cfg: DetectorConfig, extra: Optional
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
     return path
-
-
-def normalise_slice(image: np.ndarray, cfg: DetectorConfig) -> np.ndarray:
-    """Map the slice's high percentile to a fixed grey so scanners' arbitrary intensity scales line up."""
-    img = np.nan_to_num(image.astype(np.float32))
-    img = img - min(0.0, float(img.min()))
-    top = float(np.percentile(img, cfg.norm_percentile))
-    if top > 1e-6:
-        img = img / top * cfg.norm_target
-    return np.clip(img, 0.0, 1.0)
 
 
 class Detector:
@@ -87,7 +78,7 @@ class Detector:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         network = None
         if torch.device(device).type == "cpu":
-            from release.traced import load_traced
+            from common.traced import load_traced
             network = load_traced(weights_dir / TRACED_FILE, pt)
         refiner = None
         if cfg.refine and (weights_dir / REFINE_FILE).is_file():
@@ -198,7 +189,7 @@ class _FirstOutput(torch.nn.Module):
 
 def export_traced(weights_dir: PathLike) -> Path:
     """Write weights_dir/best.torchscript, the traced copy of best.pt that `run` loads on the CPU."""
-    from release.traced import save_traced
+    from common.traced import save_traced
 
     weights_dir = Path(weights_dir)
     meta = json.loads((weights_dir / CONFIG_FILE).read_text()) if (weights_dir / CONFIG_FILE).is_file() else {}

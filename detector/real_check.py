@@ -8,6 +8,7 @@ from typing import Dict, List, Optional, Tuple, Union
 import numpy as np
 from scipy.ndimage import zoom
 
+from study.geometry import SAGITTAL_MM_PER_PX
 from study.levels import IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE
 from study.study import Study
 
@@ -16,8 +17,8 @@ from .boxes import LevelBoxes
 PathLike = Union[str, Path]
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = ROOT.parent / "shared" / "data" / "real_mri" / "cervical_sagittal_t2_crop"
-# Challenge sagittal images span about 28 cm of neck on 224 px.
-CHALLENGE_MM_PER_PX = 1.25
+# Challenge sagittal images span about 28 cm of neck on 224 px: the loaders' model grid.
+CHALLENGE_MM_PER_PX = SAGITTAL_MM_PER_PX
 # Parasagittal slices 5 and 7 sit this far either side of the mid slice.
 SLICE_OFFSET_MM = 3.0
 

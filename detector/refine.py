@@ -115,7 +115,7 @@ class Refiner:
 def _training_samples(layout_dir: Path, boxes_file: Path, ids: Sequence[str], cfg: DetectorConfig):
     from PIL import Image
 
-    from .predict import normalise_slice
+    from .preprocess import normalise_slice
     truth = read_box_file(boxes_file).by_id()
     images, boxes, levels, owners = [], [], [], []
     for pid in ids:

@@ -1,7 +1,7 @@
 """End-to-end challenge score of a weights folder on patients it never saw, with detector boxes and with oracle boxes.
 
-`python -m evaluation.end_to_end --data PHANTOM_DIR --holdout weights/holdout.json --out runs/e2e` runs
-`pipeline.py run` twice on the hold-out patients of a labelled challenge-layout folder: once as a user
+`python -m evaluation.end_to_end --data PHANTOM_DIR --holdout weights/holdout.json --out runs/e2e` reads
+the hold-out patients twice with one Reader (what `pipeline.py run` does), writing a run folder for each mode, of a labelled challenge-layout folder: once as a user
 would (the detector places the levels) and once with the folder's own boxes (oracle mode), and scores
 both by the challenge metric. The gap between the two is the detector's share of the error. It writes
 e2e.json and e2e.md (the table the README shows) into OUT.
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Set, Tuple
 
 import click
 
+from common.files import write_json_atomic
+from study.challenge import read_box_file, read_labels, write_box_file, write_labels
+from study.splits import read_holdout, split_key
+
+from .metrics import ScoreReport, bootstrap_interval, challenge_score
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from study.challenge import read_box_file, read_labels, write_box_file, write_json_atomic, write_labels  # noqa: E402
-from study.splits import read_holdout, split_key  # noqa: E402
-
-from .metrics import ScoreReport, bootstrap_interval, challenge_score  # noqa: E402
 
 
 def holdout_view(data_dir: Path, ids: Set[str], view: Path) -> Tuple[Path, Path, List[str]]:
@@ -52,7 +50,8 @@ def _summary(rep: ScoreReport) -> Dict[str, float]:
 def end_to_end(data_dir: Path, holdout: Set[str], out_dir: Path, weights: Path, data_name: str,
                batch_size: int = 16) -> Dict[str, object]:
     """Run and score both modes; returns what e2e.json holds."""
-    from pipeline import run_batch
+    from reader import Reader, ReaderError
+    from reader.folder import run_folder
     out_dir = Path(out_dir)
     labels_file, boxes_file, kept = holdout_view(Path(data_dir), holdout, out_dir / "data" / "patients")
     if not kept:
@@ -60,9 +59,14 @@ def end_to_end(data_dir: Path, holdout: Set[str], out_dir: Path, weights: Path, 
     truth = read_labels(labels_file)
     result: Dict[str, object] = {"data": data_name or str(data_dir), "n_patients": len(kept), "weights": str(weights),
                                  "modes": {}}
+    try:
+        reader = Reader.from_weights(weights, "cpu")   # loaded once for both modes
+    except ReaderError as e:
+        raise click.ClickException(str(e)) from None
     for mode, boxes in (("detector boxes (full pipeline)", None), ("oracle boxes (--boxes)", boxes_file)):
         run_out = out_dir / ("run_detector" if boxes is None else "run_oracle")
-        code = run_batch(out_dir / "data" / "patients", run_out, boxes, False, "cpu", batch_size, weights)
+        code = run_folder(out_dir / "data" / "patients", run_out, weights, boxes_file=boxes, batch_size=batch_size,
+                          reader=reader, echo=click.echo)
         if not (run_out / "predictions.json").is_file():
             raise click.ClickException(f"run ({mode}) wrote no predictions (exit code {code}); see the message above")
         pred = read_labels(run_out / "predictions.json")

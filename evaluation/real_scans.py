@@ -5,7 +5,7 @@ T2 scan under each DIR (a BIDS root with `sub-*/anat/*_T2w.nii.gz` and label map
 plain folder holding a volume such as `t2.nii.gz` beside its label maps) and runs the whole pipeline on it two
 ways:
 
-- **nifti**: the volume itself (`pipeline.run_batch`, as a user would), reading the level centres the report
+- **nifti**: the volume itself (`reader.folder.run_folder`, what `run` does), reading the level centres the report
   gives in patient space (`levels.centres_lps`);
 - **render**: challenge-layout patients (`sag/5,6,7.png`, `tra/*.png`) cut from the volume at a fixed list of
   framings (FRAMINGS: where C2 sits, pixels per mm, slab thickness), whose predicted boxes are mapped back to
@@ -50,13 +50,12 @@ import click
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from detector.boxes import body_centre  # noqa: E402
-from study.challenge import Box, write_json_atomic  # noqa: E402
-from study.geometry import LEFT, POSTERIOR, SUPERIOR, ImagePlane  # noqa: E402
-from study.levels import CANAL_POSITIONS, DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem  # noqa: E402
+from detector.boxes import body_centre
+from common.files import write_json_atomic
+from study.challenge import Box
+from study.geometry import LEFT, POSTERIOR, SUPERIOR, ImagePlane
+from study.levels import CANAL_POSITIONS, DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem
 
 DEFAULT_DATA = (ROOT.parent / "shared" / "data" / "real_mri" / "sct_2014",
                 ROOT.parent / "shared" / "data" / "real_mri" / "cervical_sagittal_t2_crop")
@@ -850,7 +849,11 @@ def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: 
              scans_wanted: Sequence[str] = (), keep: bool = False, nifti: bool = True,
              echo=click.echo) -> dict:
     """Run and score everything; writes OUT/real_scans.md and OUT/real_scans.json and returns the JSON."""
-    from pipeline import run_batch
+    from reader import Reader, ReaderError
+    from reader.folder import run_folder
+
+    def run_batch(input_dir: Path, run_out: Path) -> int:
+        return run_folder(input_dir, run_out, weights, reader=reader, echo=click.echo)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -865,6 +868,10 @@ def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: 
     if not plans:
         raise click.ClickException("no labelled T2 scan found in " + ", ".join(str(d) for d in data_dirs)
                                    + (f" (unlabelled: {', '.join(skipped)})" if skipped else ""))
+    try:
+        reader = Reader.from_weights(weights, "cpu")   # loaded once for both runs
+    except ReaderError as e:
+        raise click.ClickException(str(e)) from None
     work = out_dir / "work" if keep else Path(tempfile.mkdtemp(prefix="real_scans-"))
     if keep and work.exists():
         shutil.rmtree(work)
@@ -935,7 +942,7 @@ def _evaluate(plans: List[ScanPlan], skipped: List[str], work: Path, weights: Pa
                 t2_rows.append(t2)
 
     if nifti:
-        code = run_batch(nifti_dir, work / "run_nifti", None, False, "cpu", 16, weights)
+        code = run_batch(nifti_dir, work / "run_nifti")
         reports, errors = _read_run(work / "run_nifti")
         if not reports and not errors:
             raise click.ClickException(f"the NIfTI run wrote nothing (exit code {code})")
@@ -951,7 +958,7 @@ def _evaluate(plans: List[ScanPlan], skipped: List[str], work: Path, weights: Pa
                 _, aff = load_volume(plan.scan.image)
                 canal.extend(canal_rows(sid, rep, plan.cord, axial_normal(aff)))
     if renders:
-        code = run_batch(render_dir, work / "run_renders", None, False, "cpu", 16, weights)
+        code = run_batch(render_dir, work / "run_renders")
         reports, errors = _read_run(work / "run_renders")
         if not reports and not errors:
             raise click.ClickException(f"the render run wrote nothing (exit code {code})")

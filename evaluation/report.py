@@ -5,7 +5,8 @@ import sys
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, TextIO
 
-from study.challenge import atomic_write, read_labels, write_json_atomic
+from common.files import atomic_write, write_json_atomic
+from study.challenge import read_labels
 from study.errors import LabelFileError
 
 from .metrics import MACRO_CLASS_SET, MISSING, ScoreReport, TaskResult, challenge_score

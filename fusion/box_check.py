@@ -10,7 +10,9 @@ from study.challenge import Box, PatientBoxes
 from study.levels import IMAGE_SIZE, MID_SAGITTAL_SLICE
 
 from .geometry import CHALLENGE_PADDING_PX
-from .model import FusionConfig, cross_validate, feature_rows, to_matrix
+from .config import FusionConfig
+from .cv import cross_validate
+from .features import feature_rows, fill_missing, to_matrix
 
 
 def _map_boxes(p: PatientBoxes, f: Callable[[Box], Box], slices: Optional[Sequence[int]] = None) -> PatientBoxes:
@@ -48,8 +50,9 @@ class BoxSourceResult:
 
 
 def padding_check(patients: Sequence[PatientBoxes], curvature: Mapping[str, int], alignment: Mapping[str, int],
-                  cfg: FusionConfig = FusionConfig(), seed: int = 0) -> List[BoxSourceResult]:
+                  cfg: Optional[FusionConfig] = None, seed: int = 0) -> List[BoxSourceResult]:
     """Paired CV: train on ground-truth boxes, evaluate held-out folds on each simulated box source."""
+    cfg = cfg or FusionConfig()
     rng = np.random.default_rng(seed)
     sources: List[Tuple[str, List[PatientBoxes], float]] = [
         ("ground truth (challenge boxes, padding 3)", list(patients), CHALLENGE_PADDING_PX),
@@ -73,7 +76,7 @@ def padding_check(patients: Sequence[PatientBoxes], curvature: Mapping[str, int]
         sids, srows, errors = feature_rows([by_id[i] for i in ids], pad)
         # a patient whose simulated boxes are unusable keeps NaN features, as the pipeline would skip it
         lookup = dict(zip(sids, srows))
-        Xs = to_matrix([lookup.get(i, {}) for i in ids], names)
+        Xs = to_matrix(fill_missing([lookup.get(i, {}) for i in ids], names), names)
         diff = float(np.nanmax(np.abs(Xs - X))) if len(sids) else float("nan")
         cv = cross_validate(X, yc, ya, names, cfg, X_eval=Xs)
         if base is None:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from study.challenge import read_box_file, write_json_atomic
+from common.files import write_json_atomic
+from study.challenge import read_box_file
 from study.errors import InputError
 from study.levels import ALIGNMENT_CLASSES, CURVATURE_CLASSES
 

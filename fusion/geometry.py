@@ -6,18 +6,18 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from study.challenge import Box
+from evaluation.metrics import macro_f1
+from study.challenge import BOX_PADDING_PX, Box
 from study.errors import InputError
-from study.levels import DISCS, IMAGE_SIZE, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
+from study.levels import CURVATURE_CLASSES, DISCS, IMAGE_SIZE, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
 
 # The Ishihara-like curvature index (curve_features' column; lordosis positive): the one curve measure whose
 # two cut-points define the curvature classes on the phantom and give the fusion card's cut-point baseline.
 CURVATURE_INDEX = "curvature_index"
 
-# The challenge box files hold boxes "already expanded by 3 px" on every side around the vertebral body.
-# Features are measured on the tight body (padding removed), so a box source that emits tight boxes
-# (padding_px=0) and the challenge ground truth (padding_px=3) land on the same numbers.
-CHALLENGE_PADDING_PX = 3.0
+# Features are measured on the tight body (the challenge's padding removed), so a box source that emits tight
+# boxes (padding_px=0) and the challenge ground truth (padding_px=3) land on the same numbers.
+CHALLENGE_PADDING_PX = BOX_PADDING_PX
 
 # Orientation of the challenge sagittal images: the patient faces image left, so anterior is -x and
 # posterior (the canal side) is +x; y grows downward (caudal). The real CervAI boxes confirm it: normal
@@ -224,3 +224,31 @@ def feature_names(with_mm: bool = False) -> List[str]:
     boxes = {s: {lv: Box(100, 40 + 25 * i, 120, 60 + 25 * i) for i, lv in enumerate(VERTEBRAE)}
              for s in SAGITTAL_SLICES}
     return list(curve_features(boxes, spacing_mm=(1.0, 1.0) if with_mm else None).keys())
+
+
+# Cut-points on the curvature index (CURVATURE_INDEX): the phantom's curvature definition
+# (synth.statistical_model) and the cut-point baseline the fusion card reports beside the boosters.
+_CUT_GRID = np.arange(-10.0, 30.0, 0.25)
+
+
+def fit_index_cuts(index: np.ndarray, curvature: np.ndarray) -> Tuple[Tuple[float, float], float]:
+    """Two cut-points (lo, hi) on the curvature index maximising the challenge's macro-F1, and that macro-F1.
+
+    kyphotic: index < lo; straightened: lo <= index < hi; normal: index >= hi. A 0.25 grid from -10 to 30;
+    of equal scores the first found (lowest lo, then lowest hi) wins.
+    """
+    index, curvature = np.asarray(index, float), np.asarray(curvature, int)
+    best, cuts = -1.0, (0.0, 15.0)
+    for lo in _CUT_GRID:
+        for hi in _CUT_GRID[_CUT_GRID > lo]:
+            f = macro_f1(curvature, apply_index_cuts(index, (lo, hi)), len(CURVATURE_CLASSES))
+            if f > best + 1e-12:
+                best, cuts = f, (float(lo), float(hi))
+    return cuts, best
+
+
+def apply_index_cuts(index: np.ndarray, cuts: Tuple[float, float]) -> np.ndarray:
+    """Curvature class (0 normal, 1 straightened, 2 kyphotic) of each index value under two cut-points."""
+    index = np.asarray(index, float)
+    lo, hi = cuts
+    return np.where(index >= hi, 0, np.where(index >= lo, 1, 2))

@@ -20,10 +20,13 @@ from study.challenge import PatientBoxes, PatientLabels, read_box_file, read_lab
 from study.levels import ALIGNMENT_SCORED_CLASS, SAGITTAL_SLICES
 from study.splits import split_key
 
-from .image_features import image_features
-from .model import (
-    FusionConfig, ImageAlignmentHead, _auc, _fit_booster, class_f1, feature_rows, load_fusion, to_matrix,
-)
+from .booster import fit_booster
+from .card import write_model_card
+from .config import FusionConfig
+from .cv import roc_auc
+from .decision import class_f1
+from .features import column_names, feature_rows, to_matrix
+from .model import ImageAlignmentHead, load_fusion
 
 PathLike = Union[str, Path]
 # Image columns the head needs: without a measured wall step it falls back to the geometry-only model.
@@ -92,16 +95,14 @@ def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
         if box_source is not None:
             placed = box_source(folder, [p.patient_id for p in patients])
             patients = [placed[p.patient_id] for p in patients]
-        img = {p.patient_id: image_features(load_sagittal(folder / p.patient_id), p.boxes) for p in patients}
-        pids, prow, _ = feature_rows(patients, extra=img)
+        images = {p.patient_id: load_sagittal(folder / p.patient_id) for p in patients}
+        pids, prow, _ = feature_rows(patients, sagittal=images)
         ids += pids
         rows += prow
         poor += [int(labels[i].alignment == ALIGNMENT_SCORED_CLASS) for i in pids]
     if not rows:
         raise ValueError(f"no usable phantom patients in {', '.join(map(str, folders))}")
-    names = [n for n in rows[0] if not n.startswith("_")]
-    for r in rows[1:]:
-        names.extend(k for k in r if k not in names and not k.startswith("_"))
+    names = column_names(rows)
     return AlignmentTable(ids, to_matrix(rows, names), np.array(poor, int), [split_key(i) for i in ids], names)
 
 
@@ -144,9 +145,9 @@ def fit_head(table: AlignmentTable, cfg: FusionConfig, prevalence: float, seed: 
     X, y, groups = table.X[idx], table.poor[idx], [table.groups[i] for i in idx]
     oof = np.zeros(len(y))
     for tr, te in _grouped_folds(y, groups, cfg.inner_folds, seed + 3000):
-        oof[te] = _fit_booster(X[tr], y[tr], table.names, cfg, "binary", seed).predict(X[te])
+        oof[te] = fit_booster(X[tr], y[tr], table.names, cfg, "binary", seed).predict(X[te])
     threshold = tune_threshold(oof, y, prevalence_weights(y, prevalence))
-    booster = _fit_booster(X, y, table.names, cfg, "binary", seed)
+    booster = fit_booster(X, y, table.names, cfg, "binary", seed)
     required = [n for n in REQUIRED if n in table.names]
     return ImageAlignmentHead(list(table.names), booster, threshold, required)
 
@@ -169,7 +170,7 @@ def cross_validate_head(table: AlignmentTable, cfg: FusionConfig, prevalence: fl
         w = prevalence_weights(table.poor, prevalence)
         f_w.append(weighted_poor_f1(called.astype(float), table.poor, 0.5, w))
         f_raw.append(class_f1(1 - table.poor, np.where(called, 0, 1), 0))
-        aucs.append(_auc(table.poor, score))
+        aucs.append(roc_auc(table.poor, score))
     ms = lambda v: {"mean": round(float(np.mean(v)), 4), "sd": round(float(np.std(v, ddof=1)), 4) if len(v) > 1
                     else 0.0, "per_repeat": [round(float(x), 4) for x in v]}
     return {"n_rows": len(table.ids), "n_geometries": len(set(table.groups)), "n_poor": int(table.poor.sum()),
@@ -189,7 +190,7 @@ def evaluate_head(head: ImageAlignmentHead, table: AlignmentTable, prevalence: O
     called = score >= head.threshold
     out: Dict[str, object] = {"n": len(table.ids), "n_poor": int(table.poor.sum()),
                               "poor_f1": round(class_f1(1 - table.poor, np.where(called, 0, 1), 0), 4),
-                              "auc": _finite_or_none(_auc(table.poor, score)),
+                              "auc": _finite_or_none(roc_auc(table.poor, score)),
                               "called_poor": int(called.sum()),
                               "true_poor_called": int((called & (table.poor == 1)).sum())}
     if prevalence is not None:
@@ -198,10 +199,10 @@ def evaluate_head(head: ImageAlignmentHead, table: AlignmentTable, prevalence: O
     return out
 
 
-def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cfg: FusionConfig = FusionConfig(),
+def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cfg: Optional[FusionConfig] = None,
                           exclude: Set[str] = frozenset(), prevalence: Optional[float] = None,
                           repeats: int = 3, data_name: str = "",
-                          eval_folders: Mapping[str, Sequence[PathLike]] = {},
+                          eval_folders: Optional[Mapping[str, Sequence[PathLike]]] = None,
                           detector_weights: Optional[PathLike] = None) -> Dict[str, object]:
     """Fit the head on the phantom folders, attach it to the fusion model in weights_dir and save.
 
@@ -213,8 +214,8 @@ def train_image_alignment(weights_dir: PathLike, folders: Sequence[PathLike], cf
     With `exclude`, the final head is also scored on the excluded geometries' renders in `folders`: once
     with their real labels only (the real prevalence) and once with their label variants too.
     """
-    from .card import write_model_card
-
+    cfg = cfg or FusionConfig()
+    eval_folders = eval_folders or {}
     model = load_fusion(weights_dir)
     if prevalence is None:
         counts = model.meta.get("alignment_counts") or [1, 19]

@@ -1,31 +1,23 @@
 """weights/MANIFEST.json: what the released weights are, checked before any model file is opened."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Union
 
-from study.challenge import write_json_atomic
+from common.files import sha256_of, write_json_atomic
 
 PathLike = Union[str, Path]
 MANIFEST = "MANIFEST.json"
+# The stages of a weights folder, each in its own subfolder, in flow order.
+STAGES = ("detector", "classifier", "fusion")
 # Files that describe the weights but are not loaded as models; they are listed but never block a run.
 DOC_SUFFIXES = (".md",)
 
 
 class WeightsError(Exception):
     """The weights folder does not match its manifest (missing, changed or unlisted model files)."""
-
-
-def sha256_of(path: PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks; the one checksum every stage uses."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _model_files(root: Path) -> List[Path]:

@@ -7,7 +7,6 @@ weights manifest so `run` accepts them.
 from __future__ import annotations
 
 import shlex
-import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Set, Tuple
@@ -16,9 +15,8 @@ from study.challenge import read_labels
 from study.errors import InputError
 from study.splits import HOLDOUT_FILE, holdout_split, read_holdout, write_holdout
 
-from .manifest import write_manifest
+from .manifest import STAGES, write_manifest
 
-STAGES = ("detector", "classifier", "fusion")
 LABELS_FILE, BOXES_FILE = "labels.json", "boxes.json"
 
 
@@ -89,41 +87,73 @@ def train_classifier_stage(data: TrainingData, out_dir: Path, epochs: Optional[i
                            data_name: str, command: str, val_dirs: Sequence[Path] = ()) -> None:
     """The grading network on every --data folder (each render and label variant of a geometry stays together);
     val_dirs (never trained on) join its validation set."""
-    from classifier.cli import train_and_evaluate
-    overrides = {"epochs": epochs} if epochs else {}
-    train_and_evaluate(list(data.folders), Path(out_dir) / "classifier", data_name or None, exclude=data.holdout,
-                       overrides=overrides, device=device, command=command,
-                       data_files={d: f for d, f in data.files.items()}, val_dirs=list(val_dirs))
+    from classifier.recipe import ClassifierRun, run_classifier
+    run_classifier(ClassifierRun(tuple(data.folders), Path(out_dir) / "classifier", data_name or None,
+                                 exclude=frozenset(data.holdout), overrides={"epochs": epochs} if epochs else {},
+                                 device=device, command=command, data_files=dict(data.files),
+                                 val_dirs=tuple(val_dirs)))
 
 
 def train_fusion_stage(data: TrainingData, out_dir: Path, data_name: str, image_data_name: str,
                        run_cv: bool, command: str) -> None:
     """Curvature and geometry alignment on --labels/--boxes; the image alignment head on the --data folders,
     with the levels placed by OUT/detector when it exists (as `run` will place them)."""
-    from fusion.train import train_all
+    from fusion.train import FusionRun, run_fusion
     detector = Path(out_dir) / "detector"
-    train_all(data.boxes, data.labels, Path(out_dir) / "fusion", data_name=data_name, run_cv=run_cv,
-              exclude_file=data.holdout_file, image_data=list(data.folders), image_data_name=image_data_name,
-              command=command, image_detector=detector if (detector / "best.pt").is_file() else None)
+    run_fusion(FusionRun(data.boxes, data.labels, Path(out_dir) / "fusion", data_name=data_name, run_cv=run_cv,
+                         exclude_file=data.holdout_file, image_data=tuple(data.folders),
+                         image_data_name=image_data_name, command=command,
+                         image_detector=detector if (detector / "best.pt").is_file() else None))
 
 
-def train_stages(stage: str, data_dirs: Sequence[Path], out_dir: Path, labels: Optional[Path] = None,
-                 boxes: Optional[Path] = None, holdout_file: Optional[Path] = None, holdout_n: int = 0,
-                 epochs: Optional[int] = None, device: Optional[str] = None, data_name: str = "",
-                 geometry_name: str = "", run_cv: bool = True, command: str = "",
-                 detector_minutes: Optional[float] = None, val_dirs: Sequence[Path] = ()) -> Path:
-    """Train `stage` (or 'all', in flow order) into out_dir/<stage>/ and rewrite out_dir/MANIFEST.json."""
-    if stage not in STAGES + ("all",):
-        raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES + ('all',)}")
-    out_dir = Path(out_dir)
+@dataclass(frozen=True)
+class TrainingRun:
+    """`pipeline.py train`: which stage(s), the data and the settings, named; train_stages carries it out."""
+
+    stage: str
+    data_dirs: Tuple[Path, ...]
+    out_dir: Path
+    labels: Optional[Path] = None
+    boxes: Optional[Path] = None
+    holdout_file: Optional[Path] = None
+    holdout_n: int = 0
+    epochs: Optional[int] = None
+    device: Optional[str] = None
+    data_name: str = ""
+    geometry_name: str = ""
+    run_cv: bool = True
+    detector_minutes: Optional[float] = None
+    val_dirs: Tuple[Path, ...] = ()
+
+    def command_line(self) -> str:
+        """The `python pipeline.py train ...` command that asks for this run (model cards record it)."""
+        args = [self.stage] + [a for d in self.data_dirs for a in ("--data", str(d))] + \
+            [a for d in self.val_dirs for a in ("--val-data", str(d))]
+        for flag, value in (("--labels", self.labels), ("--boxes", self.boxes), ("--out", self.out_dir),
+                            ("--holdout", self.holdout_file), ("--holdout-n", self.holdout_n or None),
+                            ("--epochs", self.epochs), ("--detector-minutes", self.detector_minutes),
+                            ("--device", self.device), ("--data-name", self.data_name or None),
+                            ("--geometry-name", self.geometry_name or None)):
+            if value is not None:
+                args += [flag, str(value)]
+        return "python pipeline.py train " + " ".join(shlex.quote(a) for a in args + ([] if self.run_cv else ["--no-cv"]))
+
+
+def train_stages(run: TrainingRun, command: str = "") -> Path:
+    """Train run.stage (or 'all', in flow order) into out_dir/<stage>/ and rewrite out_dir/MANIFEST.json.
+
+    command: what the model cards record (default: run.command_line())."""
+    if run.stage not in STAGES + ("all",):
+        raise ValueError(f"unknown stage {run.stage!r}; expected one of {STAGES + ('all',)}")
+    out_dir = Path(run.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = with_holdout(resolve_data(data_dirs, labels, boxes), out_dir, holdout_file, holdout_n)
-    command = command or "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    for s in (STAGES if stage == "all" else (stage,)):
+    data = with_holdout(resolve_data(run.data_dirs, run.labels, run.boxes), out_dir, run.holdout_file, run.holdout_n)
+    command = command or run.command_line()
+    for s in (STAGES if run.stage == "all" else (run.stage,)):
         if s == "detector":
-            train_detector_stage(data, out_dir, epochs, device, data_name, command, detector_minutes)
+            train_detector_stage(data, out_dir, run.epochs, run.device, run.data_name, command, run.detector_minutes)
         elif s == "classifier":
-            train_classifier_stage(data, out_dir, epochs, device, data_name, command, val_dirs)
+            train_classifier_stage(data, out_dir, run.epochs, run.device, run.data_name, command, run.val_dirs)
         else:
-            train_fusion_stage(data, out_dir, geometry_name or str(data.boxes), data_name, run_cv, command)
+            train_fusion_stage(data, out_dir, run.geometry_name or str(data.boxes), run.data_name, run.run_cv, command)
     return write_manifest(out_dir)

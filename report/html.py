@@ -5,7 +5,7 @@ import html
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from study.challenge import atomic_write
+from common.files import atomic_write
 from detector.boxes import OUTSIDE_FOV
 from study.levels import (
     ALIGNMENT_CLASSES, CANAL_GRADES, CANAL_POSITIONS, CURVATURE_CLASSES, DISC_GRADES, DISCS,

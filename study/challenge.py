@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+# atomic_write is imported from here by synth/generate.py; its home is common.files
+from common.files import atomic_write, write_json_atomic  # noqa: F401
 
 from .errors import BoxFileError, LabelFileError
 from .levels import (
@@ -21,6 +22,10 @@ from .levels import (
 )
 
 PathLike = Union[str, Path]
+
+# The challenge box files hold boxes "already expanded by 3 px" on every side around the vertebral body: every
+# box source and consumer (detector, fusion geometry, axial matching, the phantom) uses this one padding.
+BOX_PADDING_PX = 3.0
 
 _KEY_ID, _KEY_CURVATURE, _KEY_ALIGNMENT, _KEY_DISC, _KEY_CANAL = "id", "qd", "sl", "zjppt", "zyzg"
 
@@ -335,56 +340,3 @@ def _read_json(path: PathLike, error: type):
         raise error("not valid JSON (nested too deeply)", path=path) from None
 
 
-TEMP_SUFFIX = ".tmp"  # the temporaries of atomic_write: hidden, `.NAME.XXXXXXXX.tmp`
-
-
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
-    """Call write(tmp) on a temporary file beside `path`, then rename it into place.
-
-    No reader ever sees a truncated file, and a failed write leaves no temporary behind. The temporary is
-    a hidden `.NAME.XXXXXXXX.tmp`: it never matches the output's own pattern (`reports/*.json`), so a
-    process killed mid-write leaves nothing a reader would take for a result, and
-    `remove_stale_temporaries` clears it on the next run. Writers must name the format themselves
-    (PIL `format=`, savefig `format=`, cv2.imencode), since the temporary has no telling extension.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(folder: PathLike, recursive: bool = False) -> int:
-    """Delete the temporaries a killed atomic_write left in `folder` (and below it when recursive).
-
-    Only names atomic_write makes are touched: hidden, ending in TEMP_SUFFIX. Returns how many went.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0
-    found = folder.rglob(f".*{TEMP_SUFFIX}") if recursive else folder.glob(f".*{TEMP_SUFFIX}")
-    n = 0
-    for f in found:
-        if f.is_file() and not f.is_symlink():
-            f.unlink(missing_ok=True)
-            n += 1
-    return n
-
-
-def write_json_atomic(path: PathLike, data: object, indent: Optional[int] = 1) -> None:
-    """Write JSON atomically (see atomic_write).
-
-    Text that UTF-8 cannot encode (file names that are not UTF-8 reach Python as lone surrogates) is
-    written as a \\uXXXX escape, which JSON reads back as the same string, instead of failing the write.
-    """
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as f:
-            json.dump(data, f, indent=indent, ensure_ascii=False, allow_nan=False)
-            f.write("\n")
-
-    atomic_write(path, write)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import StudyError
 from .geometry import ImagePlane
+from .loader import MAX_PIXELS  # pixels per frame, as for PNGs: a few bytes can claim gigapixels
 from .series import SequenceInfo, SliceRef, Stack, assemble_study, make_stacks
 from .study import Study
 
@@ -47,8 +48,6 @@ REDACTED = "[redacted]"
 # A file holding more frames than this is not a spine series (a 3-D T2 volume holds a few hundred): it is
 # refused before any per-frame work, so a tiny file claiming millions of frames costs nothing.
 MAX_FRAMES = 4096
-# Pixels per frame, as for PNGs: a few bytes of compressed data can claim gigapixels.
-MAX_PIXELS = 50_000_000
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 _PIXEL_KEYWORDS = (("PixelData", None), ("FloatPixelData", 32), ("DoubleFloatPixelData", 64))
 

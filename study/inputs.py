@@ -309,9 +309,9 @@ def load_input(source: InputSource, require_all_axial: bool = False) -> Study:
     study.axial_match.attach_axials(study, level_boxes) once the detector has placed the levels.
     require_all_axial applies to the challenge layout only (see study.loader.load_study).
     """
-    if source.kind == CHALLENGE:
-        return load_study(source.path, require_all_axial=require_all_axial, root=source.root)
     try:
+        if source.kind == CHALLENGE:
+            return load_study(source.path, require_all_axial=require_all_axial, root=source.root)
         if source.kind == DICOM:
             from .dicom import load_dicom_study
             return load_dicom_study(source.files, source.patient_id, source.root, source.notes)
@@ -322,15 +322,15 @@ def load_input(source: InputSource, require_all_axial: bool = False) -> Study:
     except Exception as e:  # never a raw exception out of a loader
         log.debug("unexpected error loading %s", source.patient_id, exc_info=True)
         # DICOM messages may quote tag values (the DICOM loader scrubs its own); NIfTI headers hold none.
-        detail = f": {e}" if source.kind == NIFTI else ""
+        detail = f": {e}" if source.kind in (NIFTI, CHALLENGE) else ""
         raise StudyError(f"unexpected error ({type(e).__name__}{detail})", patient=source.patient_id) from None
     raise StudyError(f"unknown input kind {source.kind!r}", patient=source.patient_id)
 
 
 def load_inputs(root: PathLike, require_all_axial: bool = False
                 ) -> Iterator[Tuple[InputSource, Union[Study, StudyError]]]:
-    """(source, Study or StudyError) for every patient under root; a bad patient never stops the batch.
-    An unusable root raises StudyError at the call."""
+    """(source, Study or StudyError) for every patient under root, in find_inputs order; a bad patient never
+    stops the batch. An unusable root raises StudyError at the call, not at the first next()."""
     sources = find_inputs(root)
 
     def each():

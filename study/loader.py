@@ -7,7 +7,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -141,30 +141,6 @@ def load_study(patient_dir: PathLike, require_all_axial: bool = True, root: Opti
     return report.study
 
 
-def load_batch(root: PathLike, require_all_axial: bool = True
-               ) -> Iterator[Tuple[Path, Union[Study, StudyError]]]:
-    """Yield (patient_dir, Study or StudyError) for every patient under root, in find_patients order.
-
-    An unusable root raises StudyError at the call, not at the first next(); a bad patient never
-    stops the batch.
-    """
-    patients = find_patients(root)
-    return _load_each(patients, require_all_axial)
-
-
-def _load_each(patients: Sequence[Path], require_all_axial: bool
-               ) -> Iterator[Tuple[Path, Union[Study, StudyError]]]:
-    for patient_dir in patients:
-        try:
-            yield patient_dir, load_study(patient_dir, require_all_axial)
-        except StudyError as e:
-            yield patient_dir, e
-        except Exception as e:  # a bug in one patient must not lose the rest of the batch
-            log.exception("unexpected error loading %s", patient_dir)
-            yield patient_dir, StudyError(f"unexpected error ({type(e).__name__}: {e})",
-                                          patient=patient_id_of(patient_dir), path=patient_dir)
-
-
 def inspect_study(patient_dir: PathLike, require_all_axial: bool = True,
                   root: Optional[PathLike] = None) -> StudyReport:
     """Check one patient folder and load what it can; never raises StudyError (errors are collected).
@@ -173,158 +149,175 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True,
     errors is relative to it, as the DICOM loader's are: reports and errors.json then carry nothing of the
     folders above the input (whose names may identify someone). Without it they are the paths as given.
     """
-    patient_dir = Path(patient_dir)
-    pid = patient_id_of(patient_dir)
-    errors: List[StudyError] = []
-    notes: List[str] = []
-    sagittal: Dict[int, np.ndarray] = {}
-    axial: Dict[str, np.ndarray] = {}
-    sources: Dict[str, str] = {}
-    blank: List[str] = []   # read, but every pixel has one value (read_image has said so in a note)
+    check = _FolderCheck(Path(patient_dir), require_all_axial, root)
+    layout = check.layout()
+    if layout is not None:
+        sag_dir, tra_dir = layout
+        check.read_sagittal(sag_dir)
+        check.read_axial(tra_dir)
+    return check.report()
 
-    def shown(path: Path) -> str:
-        if root is None:
+
+class _FolderCheck:
+    """What inspect_study collects about one patient folder: errors, notes, images and where they came from."""
+
+    def __init__(self, patient_dir: Path, require_all_axial: bool, root: Optional[PathLike]):
+        self.patient_dir, self.require_all_axial, self.root = patient_dir, require_all_axial, root
+        self.pid = patient_id_of(patient_dir)
+        self.errors: List[StudyError] = []
+        self.notes: List[str] = []
+        self.sagittal: Dict[int, np.ndarray] = {}
+        self.axial: Dict[str, np.ndarray] = {}
+        self.sources: Dict[str, str] = {}
+        self.blank: List[str] = []   # read, but every pixel has one value (read_image has said so in a note)
+
+    def shown(self, path: Path) -> str:
+        """A file name as outputs show it: relative to the input root when one was given."""
+        if self.root is None:
             return str(path)
-        for base in (Path(root), patient_dir.parent):
+        for base in (Path(self.root), self.patient_dir.parent):
             try:
                 rel = path.relative_to(base).as_posix()
             except ValueError:
                 continue
-            return pid if rel == "." else rel
+            return self.pid if rel == "." else rel
         return path.name
 
-    def finish() -> StudyReport:
+    def rel(self, path: Path) -> str:
+        return _relative(path, self.patient_dir)
+
+    def error(self, message: str, path: Path) -> None:
+        self.errors.append(StudyError(message, patient=self.pid, path=path))
+
+    def report(self) -> StudyReport:
         study = None
-        if not errors:
+        if not self.errors:
             # A challenge PNG has no geometry: its field of view is what is not zero padding.
-            fov = {s: padding_mask(image) for s, image in sagittal.items()}
+            fov = {s: padding_mask(image) for s, image in self.sagittal.items()}
             for s, mask in fov.items():
                 if not mask.all():
-                    notes.append(f"{shown(Path(sources[f'{SAGITTAL_DIR}/{s}']))}: {describe_padding(mask)} are "
-                                 "padding (exactly 0), outside the field of view")
-            study = Study(patient_id=pid, sagittal=sagittal, axial=axial,
-                          sources={k: shown(Path(v)) for k, v in sources.items()}, warnings=tuple(notes),
-                          blank_images=tuple(blank), sagittal_fov=fov)
-        shown_errors = tuple(e if e.path is None or root is None else
-                             StudyError(e.problem, patient=e.patient, path=shown(Path(e.path))) for e in errors)
-        return StudyReport(pid, patient_dir, study, shown_errors, tuple(notes), len(sagittal), len(axial))
+                    self.notes.append(f"{self.shown(Path(self.sources[f'{SAGITTAL_DIR}/{s}']))}: "
+                                      f"{describe_padding(mask)} are padding (exactly 0), outside the field of view")
+            study = Study(patient_id=self.pid, sagittal=self.sagittal, axial=self.axial,
+                          sources={k: self.shown(Path(v)) for k, v in self.sources.items()},
+                          warnings=tuple(self.notes), blank_images=tuple(self.blank), sagittal_fov=fov)
+        shown_errors = tuple(e if e.path is None or self.root is None else
+                             StudyError(e.problem, patient=e.patient, path=self.shown(Path(e.path)))
+                             for e in self.errors)
+        return StudyReport(self.pid, self.patient_dir, study, shown_errors, tuple(self.notes), len(self.sagittal),
+                           len(self.axial))
 
-    def error(message: str, path: Path) -> None:
-        errors.append(StudyError(message, patient=pid, path=path))
-
-    def rel(path: Path) -> str:
-        return _relative(path, patient_dir)
-
-    if not patient_dir.exists():
-        if patient_dir.is_symlink():
-            error(f"symbolic link that cannot be followed ({_stat_reason(patient_dir)})", patient_dir)
-        else:
-            error("patient folder does not exist", patient_dir)
-        return finish()
-    if not patient_dir.is_dir():
-        error("not a folder; expected a patient folder with sag/ and tra/", patient_dir)
-        return finish()
-    try:
-        entries = _entries(patient_dir, pid)
-    except StudyError as e:
-        errors.append(e)
-        return finish()
-    if not entries:
-        error(f"patient folder is empty; expected {_layout_hint()}", patient_dir)
-        return finish()
-
-    sag_dir = _layout_dir(entries, SAGITTAL_DIR)
-    tra_dir = _layout_dir(entries, AXIAL_DIR)
-    if sag_dir is None and tra_dir is None:
-        loose = _loose_images(entries)
-        if loose:
-            error(f"images lie directly in the patient folder ({_names(loose)}); expected {_layout_hint()}",
-                  patient_dir)
-        elif any(_layout_dir(_entries_quiet(e), SAGITTAL_DIR) for e in entries if e.is_dir()):
-            error("looks like a folder of patients, not one patient; point --input at it as a batch",
-                  patient_dir)
-        else:
-            error(f"no sag/ or tra/ folder (found {_names(entries)}); expected {_layout_hint()}",
-                  patient_dir)
-        return finish()
-    for found, expected in ((sag_dir, SAGITTAL_DIR), (tra_dir, AXIAL_DIR)):
-        if found is not None and found.name != expected:
-            notes.append(f"{rel(found)}: folder named {found.name!r}, expected {expected!r}")
-    unexpected = [e for e in entries if e not in (sag_dir, tra_dir)]
-    if unexpected:
-        notes.append(f"{pid}/: unexpected entries ignored: {_names(unexpected)}")
-
-    # Sagittal slices: every one is required.
-    if sag_dir is None:
-        error(f"sagittal folder {SAGITTAL_DIR}/ is missing", patient_dir / SAGITTAL_DIR)
-    else:
+    def layout(self) -> Optional[Tuple[Optional[Path], Optional[Path]]]:
+        """(sag folder, tra folder), either possibly None; None when the folder holds no patient layout at all."""
+        patient_dir = self.patient_dir
+        if not patient_dir.exists():
+            if patient_dir.is_symlink():
+                self.error(f"symbolic link that cannot be followed ({_stat_reason(patient_dir)})", patient_dir)
+            else:
+                self.error("patient folder does not exist", patient_dir)
+            return None
+        if not patient_dir.is_dir():
+            self.error("not a folder; expected a patient folder with sag/ and tra/", patient_dir)
+            return None
         try:
-            sag_entries = _entries(sag_dir, pid)
+            entries = _entries(patient_dir, self.pid)
         except StudyError as e:
-            errors.append(e)
-            sag_entries = None
-        if sag_entries is not None:
-            used: List[Path] = []
-            for s in SAGITTAL_SLICES:
-                path, note = _find_image(sag_entries, str(s))
-                if path is None:
-                    error(f"missing sagittal slice {s}",
-                          sag_dir / f"{s}{IMAGE_SUFFIX}")
-                    continue
-                used.append(path)
-                if note:
-                    notes.append(f"{rel(path)}: {note}")
-                try:
-                    image, image_notes = read_image(path, patient=pid, name=rel(path))
-                except StudyError as e:
-                    errors.append(e)
-                    continue
-                sagittal[s] = image
-                sources[f"{SAGITTAL_DIR}/{s}"] = str(path)
-                if Study.is_blank(image):
-                    blank.append(f"{SAGITTAL_DIR}/{s}")
-                notes.extend(image_notes)
-            _note_unexpected(sag_entries, used, sag_dir, rel, notes)
+            self.errors.append(e)
+            return None
+        if not entries:
+            self.error(f"patient folder is empty; expected {_layout_hint()}", patient_dir)
+            return None
+        sag_dir = _layout_dir(entries, SAGITTAL_DIR)
+        tra_dir = _layout_dir(entries, AXIAL_DIR)
+        if sag_dir is None and tra_dir is None:
+            loose = _loose_images(entries)
+            if loose:
+                self.error(f"images lie directly in the patient folder ({_names(loose)}); expected {_layout_hint()}",
+                           patient_dir)
+            elif any(_layout_dir(_entries_quiet(e), SAGITTAL_DIR) for e in entries if e.is_dir()):
+                self.error("looks like a folder of patients, not one patient; point --input at it as a batch",
+                           patient_dir)
+            else:
+                self.error(f"no sag/ or tra/ folder (found {_names(entries)}); expected {_layout_hint()}",
+                           patient_dir)
+            return None
+        for found, expected in ((sag_dir, SAGITTAL_DIR), (tra_dir, AXIAL_DIR)):
+            if found is not None and found.name != expected:
+                self.notes.append(f"{self.rel(found)}: folder named {found.name!r}, expected {expected!r}")
+        unexpected = [e for e in entries if e not in (sag_dir, tra_dir)]
+        if unexpected:
+            self.notes.append(f"{self.pid}/: unexpected entries ignored: {_names(unexpected)}")
+        return sag_dir, tra_dir
 
-    # Axial images: required, or else left out with a warning (later stages grade from sagittal).
-    def axial_problem(message: str, path: Path) -> None:
-        if require_all_axial:
-            error(message, path)
-        else:
-            notes.append(f"{rel(path)}: {message}; left out")
-
-    if tra_dir is None:
-        axial_problem(f"axial folder {AXIAL_DIR}/ is missing (all {len(CANAL_POSITIONS)} positions)",
-                      patient_dir / AXIAL_DIR)
-    else:
+    def read_sagittal(self, sag_dir: Optional[Path]) -> None:
+        """Sagittal slices: every one is required."""
+        if sag_dir is None:
+            self.error(f"sagittal folder {SAGITTAL_DIR}/ is missing", self.patient_dir / SAGITTAL_DIR)
+            return
         try:
-            tra_entries = _entries(tra_dir, pid)
+            sag_entries = _entries(sag_dir, self.pid)
         except StudyError as e:
-            axial_problem(e.problem, tra_dir)
-            tra_entries = None
-        if tra_entries is not None:
-            used = []
-            for position in CANAL_POSITIONS:
-                stem = axial_file_stem(position)
-                path, note = _find_image(tra_entries, stem)
-                if path is None:
-                    axial_problem(f"missing axial image for {position}", tra_dir / f"{stem}{IMAGE_SUFFIX}")
-                    continue
-                used.append(path)
-                if note:
-                    notes.append(f"{rel(path)}: {note}")
-                try:
-                    image, image_notes = read_image(path, patient=pid, name=rel(path))
-                except StudyError as e:
-                    axial_problem(e.problem, path)
-                    continue
-                axial[position] = image
-                sources[f"{AXIAL_DIR}/{position}"] = str(path)
-                if Study.is_blank(image):
-                    blank.append(f"{AXIAL_DIR}/{position}")
-                notes.extend(image_notes)
-            _note_unexpected(tra_entries, used, tra_dir, rel, notes)
-    return finish()
+            self.errors.append(e)
+            return
+        used: List[Path] = []
+        for s in SAGITTAL_SLICES:
+            path, note = _find_image(sag_entries, str(s))
+            if path is None:
+                self.error(f"missing sagittal slice {s}", sag_dir / f"{s}{IMAGE_SUFFIX}")
+                continue
+            used.append(path)
+            if note:
+                self.notes.append(f"{self.rel(path)}: {note}")
+            try:
+                image, image_notes = read_image(path, patient=self.pid, name=self.rel(path))
+            except StudyError as e:
+                self.errors.append(e)
+                continue
+            self.sagittal[s] = image
+            self.sources[f"{SAGITTAL_DIR}/{s}"] = str(path)
+            if Study.is_blank(image):
+                self.blank.append(f"{SAGITTAL_DIR}/{s}")
+            self.notes.extend(image_notes)
+        _note_unexpected(sag_entries, used, sag_dir, self.rel, self.notes)
+
+    def axial_problem(self, message: str, path: Path) -> None:
+        """Axial images are required, or else left out with a warning (later stages grade from sagittal)."""
+        if self.require_all_axial:
+            self.error(message, path)
+        else:
+            self.notes.append(f"{self.rel(path)}: {message}; left out")
+
+    def read_axial(self, tra_dir: Optional[Path]) -> None:
+        if tra_dir is None:
+            self.axial_problem(f"axial folder {AXIAL_DIR}/ is missing (all {len(CANAL_POSITIONS)} positions)",
+                               self.patient_dir / AXIAL_DIR)
+            return
+        try:
+            tra_entries = _entries(tra_dir, self.pid)
+        except StudyError as e:
+            self.axial_problem(e.problem, tra_dir)
+            return
+        used: List[Path] = []
+        for position in CANAL_POSITIONS:
+            stem = axial_file_stem(position)
+            path, note = _find_image(tra_entries, stem)
+            if path is None:
+                self.axial_problem(f"missing axial image for {position}", tra_dir / f"{stem}{IMAGE_SUFFIX}")
+                continue
+            used.append(path)
+            if note:
+                self.notes.append(f"{self.rel(path)}: {note}")
+            try:
+                image, image_notes = read_image(path, patient=self.pid, name=self.rel(path))
+            except StudyError as e:
+                self.axial_problem(e.problem, path)
+                continue
+            self.axial[position] = image
+            self.sources[f"{AXIAL_DIR}/{position}"] = str(path)
+            if Study.is_blank(image):
+                self.blank.append(f"{AXIAL_DIR}/{position}")
+            self.notes.extend(image_notes)
+        _note_unexpected(tra_entries, used, tra_dir, self.rel, self.notes)
 
 
 # ----------------------------------------------------------------------------------------------

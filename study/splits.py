@@ -13,9 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Sequence, Set, Tuple, Union
+from typing import Callable, Dict, Hashable, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
-from .challenge import PatientLabels, write_json_atomic
+import numpy as np
+
+from common.files import write_json_atomic
+
+from .challenge import PatientLabels
 from .errors import InputError
 
 VARIANT_SEPARATOR = "~"
@@ -90,3 +94,38 @@ def read_holdout(path: PathLike) -> Set[str]:
 def exclude_holdout(patient_ids: Iterable[str], holdout: Set[str]) -> List[str]:
     """The ids (renders and variants included) whose geometry is not held out."""
     return [pid for pid in patient_ids if split_key(pid) not in holdout]
+
+
+def split_patients(ids: Iterable[str], val_fraction: float, seed: int,
+                   stratum: Optional[Callable[[str], Hashable]] = None) -> Tuple[List[str], List[str]]:
+    """(training, validation) geometry keys of the patient ids, both sorted: the one patient-level split.
+
+    Every render of a geometry (other seeds, label variants '{id}~...') belongs to its key (split_key), so it
+    lands on one side. Without `stratum` the keys are drawn at random (at least one for validation when
+    val_fraction > 0 and there are two keys). With `stratum` (key -> a hashable class, e.g. the rare findings
+    of the geometry's own labels) each stratum gives its share; a set too small for any stratum to give one
+    still gets one validation key.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    keys = sorted({split_key(i) for i in ids})
+    rng = np.random.default_rng(seed)
+    if stratum is None:
+        order = rng.permutation(len(keys))
+        n_val = int(round(len(keys) * val_fraction))
+        if val_fraction > 0 and n_val == 0 and len(keys) > 1:
+            n_val = 1
+        return sorted(keys[i] for i in order[n_val:]), sorted(keys[i] for i in order[:n_val])
+    strata: Dict[Hashable, List[str]] = {}
+    for key in keys:
+        strata.setdefault(stratum(key), []).append(key)
+    train, val = [], []
+    for s in sorted(strata):
+        group = list(strata[s])
+        rng.shuffle(group)
+        n_val = int(round(len(group) * val_fraction))
+        val += group[:n_val]
+        train += group[n_val:]
+    if not val and val_fraction > 0 and len(train) > 1:  # small sets: every stratum rounded to zero
+        val.append(train.pop(int(rng.integers(len(train)))))
+    return sorted(train), sorted(val)

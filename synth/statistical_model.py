@@ -106,8 +106,7 @@ def fit_curvature_definition(boxes: Sequence[PatientBoxes], curvature: np.ndarra
     The real labels are a reader's judgement and overlap on any one measure; the phantom instead draws
     each class inside its band, so its curvature is visible and defined, with the readers' cut-points.
     """
-    from fusion.geometry import CURVATURE_INDEX
-    from fusion.model import fit_index_cuts
+    from fusion.geometry import CURVATURE_INDEX, fit_index_cuts
     cuts, best = fit_index_cuts(np.array([curve_measure(b) for b in boxes]), curvature)
     return {"measure": CURVATURE_INDEX, "cuts": list(cuts), "in_sample_macro_f1": round(best, 4),
             "rule": "kyphotic < cuts[0] <= straightened < cuts[1] <= normal"}

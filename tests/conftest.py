@@ -94,6 +94,19 @@ def patient_dir(make_patient) -> Path:
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+# Built-in phantoms no training or tuning run used (seed 2024), rendered once per session: the detector's
+# shipped-weights floors (test_shipped_weights.py) and its offline check (test_detector_weights.py) read them.
+FRESH_BUILTIN_N, FRESH_BUILTIN_SEED = 10, 2024
+
+
+@pytest.fixture(scope="session")
+def fresh_builtin_phantoms(tmp_path_factory) -> Path:
+    from synth.generate import builtin_specs, generate
+    out = tmp_path_factory.mktemp("fresh")
+    generate(out, builtin_specs(FRESH_BUILTIN_N, FRESH_BUILTIN_SEED), FRESH_BUILTIN_SEED, "test", workers=1)
+    return out
+
+
 @pytest.fixture(scope="session")
 def cervai_dir() -> Path:
     """The real CervAI label/box folder; skips the test where ../shared is absent."""

@@ -150,7 +150,7 @@ def test_evaluate_command_takes_a_weights_root_and_names_a_bad_folder(trained, p
 
 
 def test_config_rejects_unknown_keys_and_round_trips():
-    with pytest.raises(ValueError, match="unknown classifier setting"):
+    with pytest.raises(ValueError, match="unknown setting"):
         ClassifierConfig.from_dict({"epochs": 3, "learning_rate": 0.1})
     cfg = ClassifierConfig().replace(epochs=3, backbone_channels=[8, 16, 16, 32])
     assert ClassifierConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
@@ -204,3 +204,19 @@ def test_extra_validation_data_joins_validation_and_may_not_overlap_training(pha
     with pytest.raises(InputError, match="shares .* geometries with the training renders") as err:
         train(records, tmp_path / "w2", cfg, log=lambda s: None, extra_val_records=records)
     assert err.value.path == str(phantom_dir)   # the folder it came from
+
+
+def test_training_crops_are_the_crops_run_grades():
+    """Training (build_dataset) and `run` (the Reader's load_input) read a patient through the same loader and
+    normalisation and crop it the same way: the network trains on exactly what it will be shown."""
+    from classifier.crops import make_level_crops
+    from reader import GivenBoxes
+    from study.inputs import find_inputs, load_input
+    root = Path(__file__).resolve().parents[1] / "examples"
+    cfg = ClassifierConfig()
+    given = GivenBoxes.read(root / "boxes.json")
+    for record in build_dataset(root, limit=2):
+        source = next(s for s in find_inputs(root) if s.patient_id == record.patient_id)
+        trained, read = record.crops(cfg), make_level_crops(load_input(source), given.for_patient(record.patient_id), cfg)
+        assert np.array_equal(trained.sagittal, read.sagittal) and np.array_equal(trained.axial, read.axial)
+        assert np.array_equal(trained.has_axial, read.has_axial) and trained.canal == read.canal

@@ -12,7 +12,8 @@ from fusion.image_alignment import (
     cross_validate_head, evaluate_head, fit_head, phantom_table, prevalence_weights, train_image_alignment,
     tune_threshold, weighted_poor_f1,
 )
-from fusion.model import ALIGNMENT_FROM_GEOMETRY, ALIGNMENT_FROM_IMAGE, IMAGE_ALIGNMENT_FILE, load_fusion, train_fusion
+from fusion.model import ALIGNMENT_FROM_GEOMETRY, ALIGNMENT_FROM_IMAGE, IMAGE_ALIGNMENT_FILE, load_fusion
+from fusion.train import train_fusion
 from study.challenge import PatientLabels, write_box_file, write_labels
 from study.levels import ALIGNMENT_SCORED_CLASS, CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, VERTEBRAE
 from study.splits import variant_id

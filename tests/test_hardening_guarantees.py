@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from hardening_helpers import AUDIT_PRELUDE, EXAMPLES, GOOD, ROOT, audit_events, audited, invoke_run
-from study.challenge import TEMP_SUFFIX, atomic_write, remove_stale_temporaries, write_json_atomic
+from common.files import TEMP_SUFFIX, atomic_write, remove_stale_temporaries, write_json_atomic
 
 
 def temporaries(out: Path) -> list:
@@ -151,7 +151,7 @@ def test_a_sigkill_mid_write_leaves_only_a_hidden_temporary_that_the_next_run_cl
     the rename nor the cleanup runs. The kill test above can only hit this window by chance."""
     reports = tmp_path / "reports"
     write_json_atomic(reports / "a.json", {"id": "a"})
-    code = ("import os, sys; from study.challenge import atomic_write\n"
+    code = ("import os, sys; from common.files import atomic_write\n"
             "def die(tmp):\n"
             "    open(tmp, 'w').write('{\"id\": \"b\", \"ca')\n"
             "    os.kill(os.getpid(), 9)\n"

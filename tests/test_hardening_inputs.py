@@ -196,5 +196,13 @@ def test_no_output_names_a_folder_above_the_input(run):
 
 
 def test_every_output_file_is_valid(run):
+    # every output the run promises is there (a run that wrote nothing must fail here, not pass)
+    for name in ("predictions.json", "errors.json", "run.json", "report.html"):
+        assert (run.out / name).is_file(), name
+    reports = sorted(p.stem for p in (run.out / "reports").glob("*.json"))
+    # one report per patient read, one errors.json row per patient failed, and both lists non-empty here
+    assert reports == sorted(run.predictions) and len(reports) > 0 and len(run.errors) > 0
+    assert not set(reports) & set(run.errors)
     for f in run.out.rglob("*.json"):
         json.loads(f.read_text(encoding="utf-8"))
+    run.html.encode("utf-8")

@@ -233,11 +233,13 @@ def test_torch_loads_with_passive_openmp_waiting(tmp_path):
         "seen = []\n"
         "sys.addaudithook(lambda e, a: seen.append(os.environ.get('OMP_WAIT_POLICY')) "
         "if e == 'import' and a[0] == 'torch' and not seen else None)\n"
-        "sys.argv = ['pipeline.py', 'run', '--input', sys.argv[1], '--out', sys.argv[2]]\n"
+        "sys.argv = ['pipeline.py', 'run', '--input', 'examples', '--out', sys.argv[2], '--weights', sys.argv[1]]\n"
         "import runpy\n"
         "try:\n    runpy.run_path('pipeline.py', run_name='__main__')\n"
         "except SystemExit as e:\n    print('exit', e.code, 'torch imported with', seen)\n")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nowhere"), str(tmp_path / "out")], cwd=ROOT,
+    # weights without a manifest: the run stops (exit 2) after the stages' code, torch with it, is imported
+    (tmp_path / "no-weights").mkdir()
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "no-weights"), str(tmp_path / "out")], cwd=ROOT,
                          env=env, capture_output=True, text=True, timeout=300)
     assert "exit 2 torch imported with ['PASSIVE']" in res.stdout, res.stdout + res.stderr

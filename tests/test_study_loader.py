@@ -14,7 +14,8 @@ from conftest import deny_reading, png_header_only, write_challenge_patient, wri
 from study import loader
 from study.errors import StudyError
 from study.levels import CANAL_POSITIONS, IMAGE_SIZE, SAGITTAL_SLICES, axial_file_stem
-from study.loader import find_patients, inspect_study, load_batch, load_study, read_image
+from study.inputs import load_inputs
+from study.loader import find_patients, inspect_study, load_study, read_image
 from study.study import Study
 
 
@@ -391,7 +392,7 @@ def test_damaged_bytes_never_raise_anything_but_study_error(tmp_path, edits, kee
 
 
 # ----------------------------------------------------------------------------------------------
-# find_patients and load_batch
+# find_patients and load_inputs
 # ----------------------------------------------------------------------------------------------
 
 def test_find_patients_on_a_single_patient(patient_dir):
@@ -463,43 +464,44 @@ def test_find_patients_rejects_unusable_roots(tmp_path, setup, expected):
     assert "root" in str(info.value)
 
 
-def test_load_batch_continues_past_a_bad_patient(make_patient, tmp_path):
+def test_load_inputs_continues_past_a_bad_patient(make_patient, tmp_path):
     make_patient("a")
     make_patient("b", skip=["sag/5.png"])
     make_patient("c")
-    results = list(load_batch(tmp_path / "batch"))
-    assert [p.name for p, _ in results] == ["a", "b", "c"]
+    results = list(load_inputs(tmp_path / "batch"))
+    assert [s.patient_id for s, _ in results] == ["a", "b", "c"]
     assert isinstance(results[0][1], Study) and isinstance(results[2][1], Study)
     error = results[1][1]
     assert isinstance(error, StudyError)
     assert_names(error, "b", "5.png")
 
 
-def test_load_batch_passes_require_all_axial(make_patient, tmp_path):
+def test_load_inputs_passes_require_all_axial(make_patient, tmp_path):
     make_patient("a", skip=[tra("C3")])
-    [(_, strict)] = list(load_batch(tmp_path / "batch"))
-    [(_, lenient)] = list(load_batch(tmp_path / "batch", require_all_axial=False))
+    [(_, strict)] = list(load_inputs(tmp_path / "batch", require_all_axial=True))
+    [(_, lenient)] = list(load_inputs(tmp_path / "batch"))
     assert isinstance(strict, StudyError) and isinstance(lenient, Study)
 
 
-def test_load_batch_rejects_an_unusable_root_at_the_call(tmp_path):
+def test_load_inputs_rejects_an_unusable_root_at_the_call(tmp_path):
     with pytest.raises(StudyError):
-        load_batch(tmp_path / "missing")
+        load_inputs(tmp_path / "missing")
 
 
-def test_load_batch_turns_unexpected_exceptions_into_study_errors(make_patient, tmp_path, monkeypatch):
+def test_load_inputs_turns_unexpected_exceptions_into_study_errors(make_patient, tmp_path, monkeypatch):
+    from study import inputs
     make_patient("a")
     make_patient("b")
 
-    def boom(patient_dir, require_all_axial=True):
+    def boom(patient_dir, require_all_axial=True, root=None):
         if Path(patient_dir).name == "a":
             raise RuntimeError("bug")
-        return real(patient_dir, require_all_axial)
+        return real(patient_dir, require_all_axial, root)
 
-    real = loader.load_study
-    monkeypatch.setattr(loader, "load_study", boom)
-    results = list(load_batch(tmp_path / "batch"))
-    assert isinstance(results[0][1], StudyError) and "RuntimeError" in str(results[0][1])
+    real = inputs.load_study
+    monkeypatch.setattr(inputs, "load_study", boom)
+    results = list(load_inputs(tmp_path / "batch"))
+    assert isinstance(results[0][1], StudyError) and "RuntimeError: bug" in str(results[0][1])
     assert isinstance(results[1][1], Study)
 
 

@@ -1,4 +1,4 @@
-"""Traced network copies (release/traced.py): same outputs as the networks, stale copies ignored, and a CPU
+"""Traced network copies (common/traced.py): same outputs as the networks, stale copies ignored, and a CPU
 `run` that never imports ultralytics, timm, torchvision or scikit-learn (the 5-7 s of cold start they cost)."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from classifier.predict import TRACED_FILE as CLASSIFIER_TRACED, WEIGHTS_FILE as CLASSIFIER_PT, Classifier
 from detector.predict import TRACED_FILE as DETECTOR_TRACED, WEIGHTS_FILE as DETECTOR_PT, Detector, load_network, nms
-from release.traced import load_traced, save_traced
+from common.traced import load_traced, save_traced
 from study.loader import find_patients, load_study
 
 ROOT = Path(__file__).resolve().parents[1]

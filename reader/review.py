@@ -1,0 +1,36 @@
+"""Review policy: why a patient's reading needs a human look (the reasons a report lists)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Tuple
+
+if TYPE_CHECKING:   # the reader's modules import no network library until its stages load (see core)
+    from detector.boxes import LevelBoxes
+    from fusion.model import CurveAssessment
+    from study.study import Study
+
+
+def review_reasons(boxes: LevelBoxes, curve: CurveAssessment, study: Study, min_confidence: float) -> Tuple[str, ...]:
+    """Every reason to review: levels outside the field of view or interpolated, a vertebra found with less
+    confidence than `min_confidence` (the detector's warn_confidence), anatomy and curve warnings, missing
+    axial images and images that show nothing."""
+    reasons = []
+    outside = boxes.outside_fov
+    if outside:
+        reasons.append(f"level(s) {', '.join(outside)} outside the field of view: not graded"
+                       + ("; curvature and alignment not assessed" if curve.not_assessed else ""))
+    interp = tuple(lv for lv in boxes.interpolated_levels if lv not in outside)
+    if interp:
+        reasons.append(f"level(s) {', '.join(interp)} not found, interpolated from neighbours")
+    low = sorted({lv for s in boxes.vertebrae for lv, lb in boxes.vertebrae[s].items()
+                  if not lb.interpolated and lb.confidence < min_confidence})
+    if low:
+        reasons.append(f"low detector confidence at {', '.join(low)}")
+    reasons.extend(f"anatomy check: {w}" for w in boxes.warnings)
+    reasons.extend(f"curve: {w}" for w in curve.warnings)
+    missing_axial = [p for p in study.missing_axial if p not in boxes.outside_positions]
+    if missing_axial:
+        reasons.append(f"no axial image at {', '.join(missing_axial)} (graded from sagittal only)")
+    if study.blank_images:
+        reasons.append(f"image(s) with the same value in every pixel, which show nothing: "
+                       f"{', '.join(study.blank_images)}")
+    return tuple(reasons)
