@@ -17,17 +17,23 @@ from scipy.ndimage import gaussian_filter
 
 from .tissue import Tissue
 
-# T2 means (fraction of CSF) and their per-image spread, for every tissue the extended phantom draws.
-T2_MEANS = {
-    Tissue.AIR: (0.02, 0.02), Tissue.FAT: (0.7, 0.15), Tissue.MUSCLE: (0.18, 0.07),
-    Tissue.MARROW: (0.35, 0.12), Tissue.CORTEX: (0.06, 0.04), Tissue.ANNULUS: (0.22, 0.08),
-    Tissue.NUCLEUS: (0.6, 0.15), Tissue.NUCLEUS_DRY: (0.28, 0.08), Tissue.HERNIATION: (0.22, 0.08),
-    Tissue.CSF: (0.95, 0.05), Tissue.CORD: (0.45, 0.1), Tissue.CORD_LESION: (0.85, 0.08),
-    Tissue.LIGAMENT: (0.06, 0.04), Tissue.BRAIN: (0.45, 0.1), Tissue.VESSEL: (0.04, 0.04),
-    Tissue.EPIDURAL_FAT: (0.6, 0.15), Tissue.POSTERIOR_BONE: (0.33, 0.12), Tissue.WHITE_MATTER: (0.33, 0.08),
-    Tissue.CEREBELLUM: (0.42, 0.1), Tissue.TONGUE: (0.25, 0.08), Tissue.SKULL: (0.25, 0.12),
-    Tissue.MUCOSA: (0.7, 0.15),
+# T2 means (fraction of CSF) at the two ends of what T2 sequences give: LIGHT, a 2-D turbo spin echo such as the
+# challenge images (fatty marrow and muscle mid-grey, hydrated discs bright); HEAVY, a heavily T2-weighted 3-D
+# sequence (the SCT scans: vertebral bodies at 10-16 % of the CSF, measured in front of the canal on
+# sub-errsm11/18/20/21/22; muscle and annulus near black). Each image draws a weighting between the two.
+T2_LIGHT = {
+    Tissue.FAT: 0.72, Tissue.MUSCLE: 0.2, Tissue.MARROW: 0.42, Tissue.ANNULUS: 0.3, Tissue.NUCLEUS: 0.7,
+    Tissue.NUCLEUS_DRY: 0.32, Tissue.HERNIATION: 0.24, Tissue.CSF: 0.95, Tissue.CORD: 0.5, Tissue.CORD_LESION: 0.9,
+    Tissue.BRAIN: 0.46, Tissue.EPIDURAL_FAT: 0.62, Tissue.POSTERIOR_BONE: 0.36, Tissue.WHITE_MATTER: 0.36,
+    Tissue.CEREBELLUM: 0.45, Tissue.TONGUE: 0.28, Tissue.SKULL: 0.3, Tissue.MUCOSA: 0.7,
 }
+T2_HEAVY = {
+    Tissue.FAT: 0.35, Tissue.MUSCLE: 0.06, Tissue.MARROW: 0.11, Tissue.ANNULUS: 0.07, Tissue.NUCLEUS: 0.3,
+    Tissue.NUCLEUS_DRY: 0.1, Tissue.HERNIATION: 0.08, Tissue.CSF: 1.0, Tissue.CORD: 0.4, Tissue.CORD_LESION: 0.8,
+    Tissue.BRAIN: 0.3, Tissue.EPIDURAL_FAT: 0.3, Tissue.POSTERIOR_BONE: 0.1, Tissue.WHITE_MATTER: 0.22,
+    Tissue.CEREBELLUM: 0.28, Tissue.TONGUE: 0.1, Tissue.SKULL: 0.08, Tissue.MUCOSA: 0.5,
+}
+T2_SPREAD = 0.07   # sd of each tissue's mean around the drawn weighting (fraction of CSF)
 # No signal on any MR sequence: these stay dark in every contrast.
 SIGNAL_VOID = (Tissue.AIR, Tissue.CORTEX, Tissue.LIGAMENT, Tissue.VESSEL)
 
@@ -54,17 +60,20 @@ def draw_lut(rng: np.random.Generator, cfg: ContrastConfig = ContrastConfig()) -
     means = np.zeros(n, np.float32)
     spreads = rng.uniform(*cfg.spread_range, n).astype(np.float32)
     random = rng.random() < cfg.p_random_contrast
+    heavy = rng.uniform(0.0, 1.0)
     for tissue in Tissue:
-        mean, sd = T2_MEANS[tissue]
         if tissue in SIGNAL_VOID:
             means[tissue] = rng.uniform(0.0, 0.12)
         elif random:
             means[tissue] = rng.uniform(0.05, 1.0)
         else:
-            means[tissue] = np.clip(rng.normal(mean, sd), 0.02, 1.0)
+            mean = (1 - heavy) * T2_LIGHT[tissue] + heavy * T2_HEAVY[tissue]
+            means[tissue] = np.clip(rng.normal(mean, T2_SPREAD), 0.02, 1.0)
     if not random:  # the T2 signs a reader relies on: CSF brightest in the canal, cord darker than CSF
         means[Tissue.CSF] = max(means[Tissue.CSF], 0.8)
         means[Tissue.CORD] = min(means[Tissue.CORD], means[Tissue.CSF] - 0.25)
+        if rng.random() < 0.3:  # desiccated discs: the nucleus no brighter than the annulus, levels told by shape
+            means[Tissue.NUCLEUS] = means[Tissue.NUCLEUS_DRY] = means[Tissue.ANNULUS] + rng.uniform(0.0, 0.05)
     return np.stack([means, spreads])
 
 
