@@ -162,7 +162,7 @@ class Reader:
         from study.axial_match import attach_axials
 
         if given is not None:
-            boxes_list = [given.for_patient(st.patient_id) for st in studies]
+            boxes_list = [_guarded(lambda st=st: given.for_patient(st.patient_id), "boxes") for st in studies]
             boxes_list = [_Failed("boxes", b) if isinstance(b, str) else b for b in boxes_list]
             source = BOXES_GIVEN
         else:
