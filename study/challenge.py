@@ -10,7 +10,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Mapping, Tuple, Union
 
 # atomic_write is imported from here by synth/generate.py; its home is common.files
 from common.files import atomic_write, write_json_atomic  # noqa: F401

@@ -1,7 +1,6 @@
-"""Fusion model: decision-rule tuning, tiny train -> save -> load -> predict, and the shipped weights on real data."""
+"""Fusion model: decision-rule tuning, tiny train -> save -> load -> predict, the shipped files (floors: test_shipped_weights.py)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
