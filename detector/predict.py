@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 import torch
 
+from common.config import load_config
+from common.files import sha256_of
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
 from study.study import Study
-from common.files import sha256_of
 
 from .anatomy import Candidates, assemble
 from .boxes import LevelBoxes
@@ -70,10 +71,8 @@ class Detector:
         cfg_path, pt = weights_dir / CONFIG_FILE, weights_dir / WEIGHTS_FILE
         if not pt.is_file():
             raise FileNotFoundError(f"no detector weights at {pt}")
-        meta = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        cfg_dict = dict(meta.get("detector", {}))
-        cfg_dict.update(overrides or {})
-        cfg = from_dict(DetectorConfig, cfg_dict)
+        # config.json's "detector" block over the defaults, then the overrides (unknown keys, wrong types refused)
+        cfg = load_config(DetectorConfig, cfg_path if cfg_path.is_file() else None, overrides, key="detector")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         network = None

@@ -40,8 +40,10 @@ def test_predict_makes_no_network_access(detector, fresh_builtin_phantoms, monke
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", lambda self, *a, **k: refuse(*a))
-    fresh = Detector.from_weights()  # loading, too, must stay offline
+    from detector.predict import load_network
+    fresh = Detector.from_weights()  # loading, too, must stay offline: the traced copy `run` loads on the CPU
     fresh.predict(load_study(find_patients(fresh_builtin_phantoms)[0], require_all_axial=False))
+    load_network(DEFAULT_WEIGHTS_DIR / WEIGHTS_FILE)   # and the network built by ultralytics (GPU, stale copy)
     assert attempts == []
     assert os.environ.get("YOLO_OFFLINE") == "1"
 
