@@ -4,14 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Mapping, Tuple
 
-from study.challenge import BOX_PADDING_PX, Box, PatientBoxes
+from study.challenge import BOX_PADDING_PX, Box, PatientBoxes, body_centre  # noqa: F401 (body_centre: re-exported)
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
 
 MIN_DISC_GAP_PX = 2.0
 # Why a level outside the image's field of view is not graded (reports say it in these words).
 OUTSIDE_FOV = "outside the field of view"
-# The C2 box holds the body and the dens above it; the body (the C2 canal position) is its lower part.
-C2_BODY_FRACTION = 0.6
 
 
 @dataclass(frozen=True)
@@ -21,15 +19,6 @@ class LevelBox:
     box: Box
     confidence: float = 1.0
     interpolated: bool = False
-
-
-def body_centre(box: Box, level: str) -> Tuple[float, float]:
-    """Centre (x, y) of a vertebra's body in its box: the box centre, except for C2, whose box also holds
-    the dens; its body is the lower C2_BODY_FRACTION of the box inside the padding."""
-    if level == "C2":
-        body_h = (box.height - 2 * BOX_PADDING_PX) * C2_BODY_FRACTION
-        return box.cx, box.y2 - BOX_PADDING_PX - body_h / 2
-    return box.cx, box.cy
 
 
 def disc_box_between(upper: Box, lower: Box) -> Box:

@@ -15,7 +15,7 @@ from study.challenge import VISIBLE_BOXES_FILE, Box, PatientBoxes, VisibleBoxes,
 from study.errors import InputError
 from study.loader import read_image
 from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
-from study.splits import split_key
+from study.splits import split_key, split_patients
 
 from .boxes import disc_box_between
 from .config import DetectorConfig, class_names
@@ -36,20 +36,6 @@ class DatasetInfo:
     n_images: int
     extra_train_ids: Tuple[str, ...] = ()   # from extra_dirs (see build_dataset)
     extra_val_ids: Tuple[str, ...] = ()
-
-
-def split_patients(ids: Sequence[str], val_fraction: float, seed: int) -> Tuple[List[str], List[str]]:
-    """Patient-level split: a patient's three slices always land on the same side."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    ids = sorted(set(ids))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_val = int(round(len(ids) * val_fraction))
-    if val_fraction > 0 and n_val == 0 and len(ids) > 1:
-        n_val = 1
-    val = sorted(ids[i] for i in order[:n_val])
-    train = sorted(ids[i] for i in order[n_val:])
-    return train, val
 
 
 def slice_boxes(patient: Union[PatientBoxes, VisibleBoxes], slice_number: int, design: str) -> List[Tuple[int, Box]]:

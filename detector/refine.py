@@ -113,14 +113,14 @@ class Refiner:
 
 
 def _training_samples(layout_dir: Path, boxes_file: Path, ids: Sequence[str], cfg: DetectorConfig):
-    from PIL import Image
+    from study.loader import read_image
 
     from .preprocess import normalise_slice
     truth = read_box_file(boxes_file).by_id()
     images, boxes, levels, owners = [], [], [], []
     for pid in ids:
         for s in SAGITTAL_SLICES:
-            img = np.asarray(Image.open(layout_dir / pid / "sag" / f"{s}.png").convert("L"), np.float32) / 255.0
+            img, _ = read_image(layout_dir / pid / "sag" / f"{s}.png")   # as the detector reads it at inference
             images.append(normalise_slice(img, cfg))
             for li, lv in enumerate(VERTEBRAE):
                 b: Box = truth[pid].boxes[s][lv]

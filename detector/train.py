@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -20,7 +19,8 @@ from .config import DetectorConfig, TrainConfig, to_dict
 from .dataset import DatasetInfo, build_dataset
 from .metrics import DetectorMetrics, FramedMetrics, evaluate_folder, evaluate_framed_folder
 from .predict import TRACED_FILE, WEIGHTS_FILE, Detector, export_traced, write_weights_config
-from release.manifest import sha256_of
+from common.files import sha256_of
+from common.provenance import git_commit
 from .yolo_env import configure, yolo
 
 PathLike = Union[str, Path]
@@ -89,17 +89,6 @@ def resolve_model_yaml(name: str) -> Union[Path, str]:
     """A project model .yaml (detector/models/) by name, else the name for ultralytics' own cfg folder."""
     local = MODELS_DIR / name
     return local if local.is_file() else name
-
-
-def git_commit() -> str:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "detector"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return sha + ("+dirty(detector/)" if dirty else "") if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _device(tc: TrainConfig) -> str:
@@ -277,11 +266,11 @@ def write_model_card(out_dir: Path, result: TrainResult, config: DetectorConfig,
     pt = out_dir / WEIGHTS_FILE
     lines: List[str] = [
         "# Detector model card (stage 1: C2-C7 and discs on sagittal slices)", "",
-        f"- Written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, git commit {git_commit()}",
+        f"- Written: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, git commit {git_commit('detector')}",
         f"- Network: {config.model_yaml} built from its .yaml (no pretrained weights), {len(config.names)} classes "
         f"({config.class_design}: {', '.join(config.names)}), input {config.imgsz}x{config.imgsz}, "
         f"{pt.stat().st_size / 1e6:.1f} MB; `{TRACED_FILE}` is the same network traced, which `run` loads on the "
-        "CPU so it needs neither ultralytics nor torchvision (`release/traced.py`)",
+        "CPU so it needs neither ultralytics nor torchvision (`common/traced.py`)",
         f"- Training: {result.epochs} epochs"
         f"{f' (fitted by ultralytics to a {tc.minutes:g}-min budget)' if tc.minutes else ''}, batch {tc.batch}, "
         f"{tc.optimizer} lr0 {tc.lr0}, seed {tc.seed}, device {_device_words(tc)}, "

@@ -248,5 +248,6 @@ def patient_space_centres(study: Study, boxes: LevelBoxes, crops) -> Tuple[Optio
         finding = crops.canal[k]
         plane = study.axial_geometry.get(p)
         if finding is not None and plane is not None:
-            canal[p] = tuple(float(v) for v in plane.to_world(np.asarray([finding.x, finding.y], float)))
+            # The finding is in pixel indices (pixel k's centre at k); image coordinates put it at k + 0.5.
+            canal[p] = tuple(float(v) for v in plane.to_world(np.asarray([finding.x + 0.5, finding.y + 0.5], float)))
     return levels, canal

@@ -8,6 +8,7 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
+from .challenge import body_centre
 from .geometry import AXIAL_CENTRE_POSTERIOR_MM, AxialSlice, ImagePlane, model_axial_plane, resample, unit_range
 from .levels import CANAL_POSITIONS, MID_SAGITTAL_SLICE
 from .study import Study
@@ -20,11 +21,6 @@ log = logging.getLogger(__name__)
 MAX_DISTANCE_MM = 5.0
 # Beyond this angle between the slice normal and the column a slice is no cross-section of the column.
 MAX_TILT_DEG = 45.0
-# C2's box holds the dens above the body; its axial image goes through the body, the box's lower part
-# (the phantom draws the body as 56-64% of the box height).
-C2_BODY_FRACTION = 0.6
-# Challenge boxes are padded by this much on every side (detector.boxes.BOX_PADDING_PX).
-BOX_PADDING_PX = 3.0
 
 
 @dataclass(frozen=True)
@@ -43,11 +39,8 @@ def level_points(level_boxes, plane: ImagePlane) -> Dict[str, np.ndarray]:
     xy = {}
     for p in CANAL_POSITIONS:
         b = level_boxes.box(p, MID_SAGITTAL_SLICE)
-        if p == "C2":
-            inner = b.height - 2 * BOX_PADDING_PX
-            xy[p] = (b.cx, b.y2 - BOX_PADDING_PX - inner * C2_BODY_FRACTION / 2)
-        else:
-            xy[p] = (b.cx, b.cy)
+        # C2's axial image goes through its body, not the dens its box also holds.
+        xy[p] = body_centre(b, p) if p == "C2" else (b.cx, b.cy)
     return {p: plane.to_world(np.asarray(v, float)) for p, v in xy.items()}
 
 

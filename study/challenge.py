@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Tuple, Union
 
-# atomic_write is imported from here by synth/generate.py; its home is common.files
-from common.files import atomic_write, write_json_atomic  # noqa: F401
+from common.files import write_json_atomic
 
 from .errors import BoxFileError, LabelFileError
 from .levels import (
@@ -155,6 +154,20 @@ class Box:
         inter = ix * iy
         union = self.width * self.height + other.width * other.height - inter
         return inter / union if union > 0 else 0.0
+
+
+# The C2 box holds the body and the dens above it; the body (the C2 canal position, and the point the C2 landmark
+# of a labelled scan marks) is its lower part. The phantom draws the body as 56-64 % of the box's inner height.
+C2_BODY_FRACTION = 0.6
+
+
+def body_centre(box: Box, level: str) -> Tuple[float, float]:
+    """Centre (x, y) of a vertebra's body in its box: the box centre, except for C2, whose box also holds
+    the dens; its body is the lower C2_BODY_FRACTION of the box inside the padding."""
+    if level == "C2":
+        body_h = (box.height - 2 * BOX_PADDING_PX) * C2_BODY_FRACTION
+        return box.cx, box.y2 - BOX_PADDING_PX - body_h / 2
+    return box.cx, box.cy
 
 
 # Challenge box strings: "(x1,y1)(x2,y2)"; integers in the real files, floats and spaces tolerated.

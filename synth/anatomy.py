@@ -21,14 +21,12 @@ import numpy as np
 from scipy.interpolate import CubicSpline, PchipInterpolator
 from scipy.spatial import cKDTree
 
-from study.challenge import Box, PatientLabels
+from study.challenge import BOX_PADDING_PX, Box, PatientLabels
 from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
 
 if TYPE_CHECKING:
     from .extended import ExtendedAnatomy
 
-# The challenge boxes are the vertebra's tight box expanded by this many pixels on every side.
-BOX_PADDING_PX = 3.0
 # Vertebrae rendered below C7 so that "lowest body" never means C7.
 EXTRA_BELOW = ("T1", "T2", "T3")
 MIN_DISC_MM = 1.6

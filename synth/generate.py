@@ -9,9 +9,10 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from common.files import atomic_write, write_json_atomic
 from study.challenge import (
-    VISIBLE_BOXES_FILE, Box, PatientBoxes, PatientLabels, VisibleBoxes, atomic_write, read_box_file, read_labels,
-    write_box_file, write_json_atomic, write_labels, write_visible_boxes,
+    VISIBLE_BOXES_FILE, Box, PatientBoxes, PatientLabels, VisibleBoxes, read_box_file, read_labels, write_box_file,
+    write_labels, write_visible_boxes,
 )
 from study.errors import InputError
 from study.levels import CANAL_POSITIONS, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem

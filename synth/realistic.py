@@ -20,10 +20,10 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from study.challenge import Box, PatientBoxes, PatientLabels
+from study.challenge import BOX_PADDING_PX, Box, PatientBoxes, PatientLabels, body_centre
 from study.levels import IMAGE_SIZE, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
 
-from .anatomy import BOX_PADDING_PX, PatientAnatomy, build_anatomy
+from .anatomy import PatientAnatomy, build_anatomy
 from .contrast import ContrastConfig, acquire, draw_lut, slab_mean, tissue_image
 from .extended import ExtendedAnatomy
 from .render import _add_cortex
@@ -36,8 +36,6 @@ MARGIN_PX = 24
 SUPERSAMPLE = 1
 # A vertebra less visible than this (area of its box inside the field of view) is not labelled.
 MIN_VISIBLE = 0.6
-# Where the challenge box files put C2's body: the C2 box holds the dens too (see synth/anatomy.py).
-C2_BODY_FRACTION = 0.6
 
 
 @dataclass(frozen=True)
@@ -84,14 +82,9 @@ class Framing:
         return self.source_mm_per_px * self.px_per_mm
 
 
-def c2_body_centre(box: Box) -> np.ndarray:
-    body_h = (box.height - 2 * BOX_PADDING_PX) * C2_BODY_FRACTION
-    return np.array([box.cx, box.y2 - BOX_PADDING_PX - body_h / 2])
-
-
 def reframe(boxes: PatientBoxes, framing: Framing) -> PatientBoxes:
     """The source geometry scaled and moved so that C2's body centre lands on framing.c2_xy."""
-    anchor = c2_body_centre(boxes.boxes[MID_SAGITTAL_SLICE]["C2"])
+    anchor = body_centre(boxes.boxes[MID_SAGITTAL_SLICE]["C2"], "C2")
     z = framing.zoom
     tx, ty = framing.c2_xy
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from detector.augment import MRIAppearance, partial_fov, randomise_appearance
 from detector.config import AppearanceConfig, TrainConfig
@@ -17,9 +18,26 @@ def _labels(n=6):
     return {"img": img, "instances": inst, "cls": np.arange(n, dtype=np.float32)[:, None]}
 
 
-def test_training_never_flips():
-    tc = TrainConfig()
-    assert tc.fliplr == 0.0 and tc.flipud == 0.0
+def test_training_never_flips(tmp_path, monkeypatch):
+    """What reaches ultralytics: no left-right flip (it swaps anterior and posterior), no up-down flip, no mosaic
+    (it breaks the vertebra count), and the MRI trainer, whatever the TrainConfig defaults say."""
+    import detector.train as train_module
+    from synth.cli import synth_command
+
+    assert synth_command(tmp_path / "p", 2, 3, None, None, workers=1) == 0
+    seen = {}
+
+    class Stub:
+        def train(self, **kw):
+            seen.update(kw)
+            raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(train_module, "yolo", lambda: (lambda *a, **k: Stub()))
+    with pytest.raises(RuntimeError, match="stop before training"):
+        train_module.train(tmp_path / "p", tmp_path / "p" / "boxes.json", tmp_path / "w", train_config=TrainConfig(),
+                           work_dir=tmp_path / "work", real_check=False, verbose=False)
+    assert seen["fliplr"] == 0.0 and seen["flipud"] == 0.0 and seen["mosaic"] == 0.0
+    assert seen["amp"] is False and seen["trainer"].__name__ == "MRITrainer"
 
 
 def test_appearance_keeps_shape_range_and_boxes():
