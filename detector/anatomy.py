@@ -13,6 +13,8 @@ from .boxes import LevelBox, LevelBoxes, disc_box_between
 from .config import DetectorConfig
 
 N_VERT = len(VERTEBRAE)
+C2_NOT_FOUND = ("C2 not found on the mid slice (out of view, or not recognised): the levels are named without "
+                "the body they are counted from and may be off by one or more")
 
 # Where C2..C7 sit when nothing at all was found (mean challenge geometry, mid slice); only ever used
 # flagged as interpolated with confidence 0, so downstream stages can refuse it.
@@ -97,6 +99,12 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
     # Body height from confident candidates; C2's dens makes its box taller, so a median, not a mean.
     confident = best_any > cfg.assign_min_score
     h = float(np.median(heights[confident] if confident.any() else heights))
+    counting = cfg.assign_mode == "count"
+    step = body_spacing(cy[confident], h) if counting else None
+    if counting:
+        # C2 is named by its class (its dens and tall body); every other body by its place in the count.
+        w = cfg.count_generic_weight
+        s = np.vstack([s[:1], w * best_any[None, :] + (1 - w) * s[1:]])
     gain = s - cfg.assign_min_score
     if prior_cy is not None and prior_step:
         sigma = max(1.0, cfg.consensus_sigma_steps * prior_step)
@@ -118,6 +126,11 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
                 gap = lv - lp
                 hi = cfg.max_step_ratio * h * gap + (cfg.c2_step_ratio - cfg.max_step_ratio) * h * (lp == 0)
                 ok = (dy[:, j] >= cfg.min_step_ratio * h * gap) & (dy[:, j] <= hi)
+                if step is not None:  # bodies below C2 are evenly spaced, and C3 lies about a step below C2
+                    first = cfg.c2_step_range if lp == 0 else cfg.step_range
+                    lo = (first[0] + (gap - 1) * cfg.step_range[0]) * step
+                    hi_step = (first[1] + (gap - 1) * cfg.step_range[1]) * step
+                    ok &= (dy[:, j] >= lo) & (dy[:, j] <= hi_step)
                 cand = np.where(ok, best[lp], neg)
                 i = int(np.argmax(cand))
                 if cand[i] > prev_val:
@@ -136,6 +149,19 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
             score[lv] = float(s[lv, j])
             state = back.get(state)
     return SliceAssignment(tuple(index), tuple(score))
+
+
+def body_spacing(cy: np.ndarray, height: float) -> Optional[float]:
+    """The slice's body spacing: the median gap between consecutive candidate centres (sorted), after merging
+    centres closer than half a box height (two boxes on one body). None with fewer than three bodies."""
+    ys = np.sort(np.asarray(cy, float))
+    kept = []
+    for y in ys:
+        if not kept or y - kept[-1] >= 0.5 * height:
+            kept.append(y)
+    if len(kept) < 3:
+        return None
+    return float(np.median(np.diff(kept)))
 
 
 def median_step(cy: np.ndarray) -> Optional[float]:
@@ -393,6 +419,9 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
                 up, lo = disc_neighbours(d)
                 if up in outside or lo in outside:
                     discs[s][d] = LevelBox(disc_box_between(vertebrae[s][up].box, vertebrae[s][lo].box), 0.0, True)
+    if MID_SAGITTAL_SLICE in found and found[MID_SAGITTAL_SLICE][0] is None:
+        # Levels are counted down from C2 (its dens and tall body): without it the names are a guess.
+        warnings.append(C2_NOT_FOUND)
     warnings += check_anatomy(vertebrae, cfg)
     return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings), outside)
 

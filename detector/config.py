@@ -107,6 +107,20 @@ class DetectorConfig:
     min_step_ratio: float = 0.45
     max_step_ratio: float = 1.3
     c2_step_ratio: float = 1.75
+    # How C3..C7 are named. "levels": by the network's level classes (each level needs a candidate scoring for
+    # it). "count": by counting vertebral bodies down from C2 (only C2 is named by its class); a body's gain is
+    # count_generic_weight x its best score over all levels + the rest x its score for the level, and
+    # consecutive levels must lie step_range x the slice's body spacing apart (the median gap between its
+    # candidates). On real scans the network's level classes slip by one where bodies are faint, while the
+    # bodies themselves are still found; counting is how a reader names them.
+    assign_mode: str = "count"
+    count_generic_weight: float = 0.9
+    # Consecutive C3..C7 centres lie 0.82-1.21 median steps apart in the 320 real geometries (x 3 slices,
+    # 0.5-99.5 %); the bounds leave room for the step's estimate.
+    step_range: Tuple[float, float] = (0.65, 1.35)
+    # From C2's box centre (above its body: the box holds the dens) to C3's centre: 1.0-1.82 median steps in the
+    # real geometries (0.5-99.5 %).
+    c2_step_range: Tuple[float, float] = (0.85, 2.0)
     # Second pass: bonus for agreeing with the other two slices (weight, and width in level steps).
     consensus_weight: float = 0.5
     consensus_sigma_steps: float = 0.35
@@ -137,6 +151,8 @@ class DetectorConfig:
 
     def __post_init__(self):
         class_names(self.class_design)
+        if self.assign_mode not in ("levels", "count"):
+            raise ValueError(f"assign_mode must be 'levels' or 'count', got {self.assign_mode!r}")
         if self.disc_source not in ("detected", "rule"):
             raise ValueError(f"disc_source must be 'detected' or 'rule', got {self.disc_source!r}")
         if self.imgsz % 32:

@@ -6,12 +6,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detector.anatomy import Candidates, assemble, assign_levels, fill_missing
+from detector.anatomy import C2_NOT_FOUND, Candidates, assemble, assign_levels, fill_missing
 from detector.boxes import LevelBoxes, disc_box_between
 from detector.config import DetectorConfig
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
 
-CFG = DetectorConfig()
+CFG = DetectorConfig()                        # levels counted down from C2 (the shipped assignment)
+CFG_LEVELS = replace(CFG, assign_mode="levels")  # levels named by the network's classes
 STEP = 17.0
 
 
@@ -69,13 +70,52 @@ def test_duplicate_box_for_one_level_is_never_used_twice():
     assert a.index[2] in (2, 6) and a.index[3] == 3
 
 
-def test_box_out_of_order_is_rejected():
+def test_box_out_of_order_is_rejected_when_levels_come_from_the_classes():
     b = true_layout()
     levels = [0, 1, 2, 3, 4, 5]
     levels[4] = 1  # the network calls C6's box "C3": it lies far below C4 and cannot be C3
     c = level_candidates(b, levels)
-    a = assign_levels(c, CFG)
+    a = assign_levels(c, CFG_LEVELS)
     assert a.index[1] == 1 and 4 not in a.index
+
+
+def test_counting_names_a_body_by_its_place_below_c2():
+    """The same mislabelled box: counted from C2, the fifth body below C2 is C6 whatever its class says."""
+    b = true_layout()
+    levels = [0, 1, 2, 3, 1, 5]
+    a = assign_levels(level_candidates(b, levels), CFG)
+    assert a.index == (0, 1, 2, 3, 4, 5)
+
+
+def test_counting_survives_level_classes_slipping_by_one():
+    """What the network does on faint real bodies (sub-errsm21): two bodies both scored 'C4', every class
+    below shifted by one. Counting from C2 names them right; the class-only assignment skips a level."""
+    b = true_layout()
+    slipped = [0, 1, 2, 2, 3, 4]           # true C5 called C4, C6 called C5, C7 called C6
+    c = level_candidates(b, slipped, conf=0.6)
+    assert assign_levels(c, CFG).index == (0, 1, 2, 3, 4, 5)
+    assert assign_levels(c, CFG_LEVELS).index != (0, 1, 2, 3, 4, 5)
+
+
+def test_counting_does_not_count_a_box_between_two_bodies():
+    """A weaker box half a step below C4 (a disc, a duplicate) is not a body of its own: the spacing refuses it."""
+    b = true_layout()
+    between = (b[2] + b[3]) / 2
+    s = np.full(6, 0.01)
+    s[3] = 0.4
+    a = assign_levels(level_candidates(b, range(6), extra=[(between, s)]), CFG)
+    assert a.index == (0, 1, 2, 3, 4, 5)
+
+
+def test_counting_starts_at_c2_named_by_its_class():
+    """Bodies above the one the network calls C2 (none in a cervical spine; a box on C1 or the clivus) are
+    never counted, and C3 must lie about a step below C2."""
+    b = true_layout(y0=80.0)
+    above = b[1] - np.array([0, 40, 0, 40])  # a body-like box 40 px above C3, above C2 too
+    s = np.full(6, 0.01)
+    s[1] = 0.5
+    a = assign_levels(level_candidates(b, range(6), extra=[(above, s)]), CFG)
+    assert a.index == (0, 1, 2, 3, 4, 5)
 
 
 def test_implausible_spacing_leaves_the_level_to_interpolation():
@@ -367,3 +407,12 @@ def test_a_vertebra_cut_by_the_image_edge_is_boxed_inside_the_image():
                       fov=fov_ending_at(224))
     plain = assemble("p", {s: level_candidates(true_layout(), range(6)) for s in SAGITTAL_SLICES}, empty_disc, CFG)
     assert inside == plain                  # boxes inside the image are never touched
+
+
+def test_without_c2_the_level_names_are_flagged_as_a_guess():
+    b = true_layout(y0=20.0)
+    keep = [1, 2, 3, 4, 5]                  # an image whose top cuts C2 off: nothing names C2
+    lb = _assemble({s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES})
+    assert C2_NOT_FOUND in lb.warnings
+    whole = _assemble({s: level_candidates(b, range(6)) for s in SAGITTAL_SLICES})
+    assert C2_NOT_FOUND not in whole.warnings
