@@ -241,12 +241,10 @@ def predict(model: FusionModel, patient: PatientBoxes,
     outside_fov: vertebrae outside the image's field of view (LevelBoxes.outside_fov); with any, the curve is
     not assessed (FusionModel.prior_assessment). Raises GeometryError when the boxes cannot describe a C2-C7 column.
     """
-    # the image and grade columns are measured first, as `run` always has: a patient whose images cannot be
-    # measured fails alike with or without a level outside the field of view
-    measured = image_and_grade_columns(patient.boxes, model.padding_px, sagittal, disc_probs, canal_probs)
-    if outside_fov:
+    if outside_fov:  # nothing is measured: a box of a level out of view may hang past the image edge
         return model.prior_assessment(patient.patient_id, f"{', '.join(outside_fov)} outside the field of view; "
                                                       f"{NEEDS_WHOLE_CURVE}")
+    measured = image_and_grade_columns(patient.boxes, model.padding_px, sagittal, disc_probs, canal_probs)
     _, warnings = canonical_boxes(patient.boxes, model.padding_px)
     feats = curve_features(patient.boxes, spacing_mm=spacing_mm, padding_px=model.padding_px)
     feats.update(measured)
