@@ -117,6 +117,13 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
     best = np.full((n, k), neg)
     back: Dict[Tuple[int, int], Tuple[int, int]] = {}
     dy = cy[None, :] - cy[:, None]  # dy[i, j]: how far j lies below i
+    if counting:
+        # Bodies are counted: a body found between two levels' boxes may not be passed over. Between i and j: a
+        # confident candidate centred below i's box and above j's (a fragment of either box is centred inside it).
+        y1, y2 = c.boxes[order, 1].astype(np.float64), c.boxes[order, 3].astype(np.float64)
+        below = (cy[None, :] >= y2[:, None]).astype(np.int64) * confident[None, :]  # [i, k]: k centred below i's box
+        above = (cy[:, None] <= y1[None, :]).astype(np.int64)  # [k, j]: k centred above j's box
+        body_between = below @ above > 0  # [i, j]
     for lv in range(n):
         for j in range(k):
             if gain[lv, j] <= 0:
@@ -126,6 +133,8 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
                 gap = lv - lp
                 hi = cfg.max_step_ratio * h * gap + (cfg.c2_step_ratio - cfg.max_step_ratio) * h * (lp == 0)
                 ok = (dy[:, j] >= cfg.min_step_ratio * h * gap) & (dy[:, j] <= hi)
+                if counting:
+                    ok &= ~body_between[:, j]
                 if step is not None:  # bodies below C2 are evenly spaced, and C3 lies about a step below C2
                     first = cfg.c2_step_range if lp == 0 else cfg.step_range
                     lo = (first[0] + (gap - 1) * cfg.step_range[0]) * step

@@ -84,11 +84,12 @@ def build_bad_batch(root: Path) -> Path:
         a = np.asarray(Image.open(f)).copy()
         a[120:] = 0
         Image.fromarray(a).save(f)
-    d = clone("ood-gap")     # the neck pulled apart below C4: one level spacing is implausible
+    d = clone("ood-gap")     # the neck pulled apart below C4: 30 rows of featureless tissue where a body should be
     for f in sorted((d / "sag").glob("*.png")):
         a = np.asarray(Image.open(f))
         b = a.copy()
-        b[130:] = a[100:-30]
+        b[160:] = a[130:-30]
+        b[130:160] = a[130:131]  # (copying rows 100-130 down instead draws one vertebra twice: a plausible spine)
         Image.fromarray(b).save(f)
     clone(ODD_NAME)
     shutil.copytree(src, root / NON_UTF8_NAME)
