@@ -155,13 +155,13 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
 
     echo = echo or _echo
     t0 = time.perf_counter()
+    key = run_key(input_dir, boxes_file, labels_file, dump_crops, weights_dir)
     try:
         patients = find_inputs(input_dir)
         given = GivenBoxes.read(boxes_file) if boxes_file is not None else None
         # Known labels are drawn beside the predictions on the crop sheets; they change no prediction.
         truth = {lab.patient_id: lab for lab in read_labels(labels_file)} if labels_file is not None else {}
-        previous = claim_out_folder(out_dir, run_key(input_dir, boxes_file, labels_file, dump_crops, weights_dir),
-                                    overwrite)
+        previous = claim_out_folder(out_dir, key, overwrite)     # before anything is loaded or written
         if reader is None:
             check_device(device)                       # before any model is loaded
             clock = StageClock()
@@ -175,12 +175,12 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
     if previous is not None:
         n = previous.remove()
         echo(f"{out_dir}: completing the interrupted run there (its {n} file(s) are written again)"
-             if previous.resumed_by(run_key(input_dir, boxes_file, labels_file, dump_crops, weights_dir)) else
+             if previous.resumed_by(key) else
              f"--overwrite: removed the {n} file(s) of the previous run in {out_dir} (those its run.json lists); "
              "nothing else there was touched")
     info = {"boxes": str(boxes_file) if boxes_file else None, "device": device, "batch_size": batch_size,
             "weights": str(weights_dir), "dump_crops": dump_crops,
-            "run_key": run_key(input_dir, boxes_file, labels_file, dump_crops, weights_dir)}
+            "run_key": key}
     summary = read_into_folder(reader, patients, out_dir, given=given, dump_crops=dump_crops, truth=truth,
                                batch_size=batch_size, run_info=info, input_dir=input_dir, started=t0)
     for line in console_summary(summary, out_dir, dump_crops):
