@@ -227,3 +227,17 @@ def test_console_gives_the_first_reason_of_each_flagged_patient_then_where_the_r
     assert any(PHANTOM_NOTE in x for x in lines)
     quiet = console_summary(RunSummary(["a"], {"a": _fake_report([])}, [], "1 patient(s)"), tmp_path, False)
     assert not any("review" in x for x in quiet)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_atomic_write_honours_the_umask(tmp_path, umask, mode):
+    from common.files import atomic_write, current_umask, write_json_atomic
+
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        write_json_atomic(tmp_path / "a.json", {"x": 1})
+        atomic_write(tmp_path / "b.png", lambda tmp: Path(tmp).write_bytes(b"png"))
+    finally:
+        os.umask(old)
+    assert {stat.S_IMODE((tmp_path / n).stat().st_mode) for n in ("a.json", "b.png")} == {mode}
