@@ -25,7 +25,7 @@ install-test: $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/cervspine validate --input examples
-	$(VENV)/bin/cervspine run --input examples --out $(DEMO_OUT) --dump-crops --labels examples/labels.json
+	$(VENV)/bin/cervspine run --input examples --out $(DEMO_OUT) --dump-crops --labels examples/labels.json --overwrite
 	$(VENV)/bin/cervspine evaluate --labels examples/labels.json --pred $(DEMO_OUT)/predictions.json --out $(DEMO_OUT)/evaluation
 	@echo "demo outputs: $(DEMO_OUT)/predictions.json, $(DEMO_OUT)/report.html (open it in a browser),"
 	@echo "  $(DEMO_OUT)/reports/<id>.json, $(DEMO_OUT)/crops/<id>/<id>_sheet.png, $(DEMO_OUT)/evaluation/"

@@ -15,7 +15,11 @@ import click
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Wide enough that no command summary is cut with "..." (click's default is 80 columns, 45 for a summary).
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 120}
+
+
+@click.group(context_settings=CONTEXT)
 def cli():
     """Read cervical spine MRI: locate C2-C7, grade discs and canal, assess curvature and alignment."""
 
@@ -24,7 +28,9 @@ def cli():
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
               help="One patient folder or a folder of patients (challenge layout).")
 def validate(input_dir: Path):
-    """Report per patient what is present, missing or odd; exit 1 if any patient is unusable."""
+    """Report per patient what is present, missing or odd; exit 1 if any patient is unusable.
+
+    Exit codes: 0 every patient usable, 1 some patient unusable, 2 the input folder itself is unusable."""
     from study.validate import validate_command
     sys.exit(validate_command(input_dir))
 
@@ -33,7 +39,8 @@ def validate(input_dir: Path):
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--n", "n_patients", type=int, default=None,
               help="Number of patients (default: all in --boxes, else 10).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed; patient i gets its own stream, so a seed gives the same patients whatever --n.")
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
               help="Challenge box file whose geometry to render (with --labels).")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
@@ -103,7 +110,7 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Detector: a wall-time budget for YOLO in minutes; the epoch count is fitted to it after the "
                    "first epoch (replaces --epochs there). The refiner and scoring come on top.")
-@click.option("--device", default=None, help="torch device, e.g. cpu or cuda (default: cuda when present).")
+@click.option("--device", default=None, help="Torch device, e.g. cpu or cuda (default: cuda when present).")
 @click.option("--data-name", default="", help="How the model cards name the --data folders.")
 @click.option("--geometry-name", default="", help="How the fusion card names --labels/--boxes.")
 @click.option("--no-cv", is_flag=True, help="Fusion: skip cross-validation (fit only).")
@@ -122,36 +129,66 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
     click.echo(f"trained {stage} -> {out_dir}; manifest {manifest}")
 
 
-@cli.command()
+RUN_HELP = """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json, run.json.
+
+\b
+Input layouts (--input is one patient or a folder of patients, nested folders allowed):
+  challenge PNGs   {id}/sag/5.png, 6.png, 7.png and {id}/tra/2.png, 2-3.png, ... 7.png
+  DICOM            any file names, nested, several series; the most T2-like sagittal
+                   and axial series are chosen and reported
+  NIfTI            volumes (*.nii, *.nii.gz), also BIDS sub-*/anat/*T2w*.nii.gz
+
+\b
+Exit codes:
+  0  every patient read (those flagged for review included)
+  1  some patient could not be read (listed in errors.json; the rest are complete)
+  2  nothing was read: the input, --boxes/--labels, --out, --device or the weights are unusable
+
+OUT must be new or empty, or hold the same run killed midway (which this completes). A folder holding another
+run's outputs is refused and left as it is, unless --overwrite is given."""
+
+
+@cli.command(help=RUN_HELP, short_help="Read every patient: predictions.json, reports/, report.html, errors.json.")
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
               help="One patient or a folder of patients: challenge layout, DICOM studies or NIfTI volumes.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
+              help="Output folder: new or empty (or the same run killed midway); see --overwrite.")
+@click.option("--overwrite", is_flag=True,
+              help="OUT holds an earlier run's outputs: remove that run's files (those its run.json lists, "
+                   "nothing else) and write this run there.")
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
-              help="Use these vertebra boxes instead of the detector (oracle mode).")
+              help="Use these vertebra boxes (challenge box file) instead of the detector (oracle mode).")
 @click.option("--dump-crops", is_flag=True, help="Write every crop and a contact sheet per patient to OUT/crops.")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Known labels (challenge label file) to show beside the predicted grades on the crop sheets "
                    "(needs --dump-crops); they change no prediction.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where the networks run; cuda needs an NVIDIA GPU with a working driver.")
 @click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
               help="Patients loaded and pushed through the networks together.")
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True)
-def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir):
-    """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json."""
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
+              help="Weights folder (detector/, classifier/, fusion/ and MANIFEST.json, checked before loading).")
+def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir):
     if labels_file is not None and not dump_crops:
         raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
-    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file))
+    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file,
+                       overwrite))
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",
-              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None) -> int:
+              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None, overwrite: bool = False) -> int:
     """`run` without the argument parsing: the exit code (0 all read, 1 some failed, 2 unusable)."""
     import os
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads: see reader.core.passive_openmp_waiting
     from reader.folder import run_folder
     return run_folder(input_dir, out_dir, weights_dir, boxes_file=boxes_file, dump_crops=dump_crops,
-                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo)
+                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo,
+                      overwrite=overwrite)
 
+
+# The command list shows each summary whole (wrapped), never cut with "...": the first line of its help.
+for _command in cli.commands.values():
+    _command.short_help = _command.short_help or (_command.help or "").strip().splitlines()[0]
 
 if __name__ == "__main__":
     cli()

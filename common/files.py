@@ -29,6 +29,9 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     process killed mid-write leaves nothing a reader would take for a result, and
     `remove_stale_temporaries` clears it on the next run. Writers must name the format themselves
     (PIL `format=`, savefig `format=`, cv2.imencode), since the temporary has no telling extension.
+
+    The file gets the mode an ordinary open() would give it (0666 less the umask: 0644 under umask 022);
+    mkstemp alone would leave it 0600, readable by its owner only.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -36,10 +39,25 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the OS tells it (Linux /proc), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_stale_temporaries(folder: PathLike, recursive: bool = False) -> int:

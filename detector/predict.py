@@ -206,7 +206,7 @@ def load_network(pt: PathLike) -> torch.nn.Module:
     from .yolo_env import yolo
 
     model = yolo()(str(pt)).model
-    model = model.fuse() if hasattr(model, "fuse") else model
+    model = model.fuse(verbose=False) if hasattr(model, "fuse") else model   # no "summary (fused)" line
     for p in model.parameters():
         p.requires_grad_(False)
     return model.float().eval()

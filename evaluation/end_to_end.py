@@ -66,7 +66,7 @@ def end_to_end(data_dir: Path, holdout: Set[str], out_dir: Path, weights: Path, 
     for mode, boxes in (("detector boxes (full pipeline)", None), ("oracle boxes (--boxes)", boxes_file)):
         run_out = out_dir / ("run_detector" if boxes is None else "run_oracle")
         code = run_folder(out_dir / "data" / "patients", run_out, weights, boxes_file=boxes, batch_size=batch_size,
-                          reader=reader, echo=click.echo)
+                          reader=reader, echo=click.echo, overwrite=True)   # this tool's own folder
         if not (run_out / "predictions.json").is_file():
             raise click.ClickException(f"run ({mode}) wrote no predictions (exit code {code}); see the message above")
         pred = read_labels(run_out / "predictions.json")

@@ -853,7 +853,7 @@ def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: 
     from reader.folder import run_folder
 
     def run_batch(input_dir: Path, run_out: Path) -> int:
-        return run_folder(input_dir, run_out, weights, reader=reader, echo=click.echo)
+        return run_folder(input_dir, run_out, weights, reader=reader, echo=click.echo, overwrite=True)  # its own folder
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,7 @@ class Reader:
         Raises ReaderError when the weights are unusable.
         """
         passive_openmp_waiting()
+        check_device(device)
         from classifier.predict import Classifier
         from detector.config import DetectorConfig
         from fusion.model import load_fusion
@@ -215,6 +216,23 @@ class Reader:
                                review_reasons(boxes, curve, study, self.review_min_confidence), dict(study.sources),
                                tuple(study.provenance), level_centres_lps=level_lps, axial_canal_centres_lps=canal_lps)
         return PatientResult(study, boxes, crops, grades, curve, report)
+
+
+def check_device(device: str) -> None:
+    """Raise ReaderError (one line, naming --device cpu) when `device` asks for a GPU that torch cannot use;
+    called before any model is loaded."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ReaderError(f"--device {device}: unknown device; use --device cpu or --device cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReaderError(f"--device {device}: no usable NVIDIA GPU here (torch finds no CUDA device or driver); "
+                          "run with --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ReaderError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s), numbered from 0")
 
 
 def passive_openmp_waiting() -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Tuple
 
+from study.levels import SAGITTAL_SLICES
+
 if TYPE_CHECKING:   # the reader's modules import no network library until its stages load (see core)
     from detector.boxes import LevelBoxes
     from fusion.model import CurveAssessment
@@ -18,9 +20,17 @@ def review_reasons(boxes: LevelBoxes, curve: CurveAssessment, study: Study, min_
     if outside:
         reasons.append(f"level(s) {', '.join(outside)} outside the field of view: not graded"
                        + ("; curvature and alignment not assessed" if curve.not_assessed else ""))
-    interp = tuple(lv for lv in boxes.interpolated_levels if lv not in outside)
-    if interp:
-        reasons.append(f"level(s) {', '.join(interp)} not found, interpolated from neighbours")
+    interp = [lv for lv in boxes.interpolated_levels if lv not in outside]
+    missed = {lv: [s for s in SAGITTAL_SLICES if boxes.vertebrae[s][lv].interpolated] for lv in interp}
+    nowhere = [lv for lv in interp if len(missed[lv]) == len(SAGITTAL_SLICES)]
+    somewhere = [lv for lv in interp if lv not in nowhere]
+    if nowhere:
+        reasons.append(f"level(s) {', '.join(nowhere)} not found on any sagittal slice, placed between the "
+                       "neighbouring levels (interpolated)")
+    if somewhere:
+        reasons.append("level(s) not found on some sagittal slices, filled in there: " + ", ".join(
+            f"{lv} (slice{'s' if len(missed[lv]) > 1 else ''} {', '.join(str(s) for s in missed[lv])})"
+            for lv in somewhere))
     low = sorted({lv for s in boxes.vertebrae for lv, lb in boxes.vertebrae[s].items()
                   if not lb.interpolated and lb.confidence < min_confidence})
     if low:

@@ -70,11 +70,12 @@ def find_inputs(root: PathLike) -> List[InputSource]:
     """
     root = Path(root)
     if not root.exists():
-        raise StudyError("input folder does not exist", path=root)
+        raise StudyError("input does not exist (expected a folder of patients, one patient's folder, or a NIfTI or "
+                         "DICOM file)", path=root, what="path")
     if root.is_file():
         return [_single_file(root)]
     if not root.is_dir():
-        raise StudyError("input is neither a folder nor a file", path=root)
+        raise StudyError("input is neither a folder nor a file", path=root, what="path")
     if _is_challenge_patient(root):
         return [InputSource(CHALLENGE, patient_id_of(root), root, root=root)]
 
@@ -153,7 +154,7 @@ def _single_file(path: Path) -> InputSource:
         except Exception:
             uid = str(path)
         return InputSource(DICOM, hashed_study_id(uid), path, (path,), path.parent)
-    raise StudyError("not a folder, a NIfTI volume or a DICOM file", path=path)
+    raise StudyError("not a folder, a NIfTI volume or a DICOM file", path=path, what="path")
 
 
 def _first_part(path: Path, root: Path) -> Optional[str]:

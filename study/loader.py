@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -81,17 +82,17 @@ def find_patients(root: PathLike) -> List[Path]:
     """
     root = Path(root)
     if not root.exists():
-        raise StudyError("input folder does not exist", path=root)
+        raise StudyError("input folder does not exist", path=root, what="folder")
     if not root.is_dir():
         raise StudyError("input is not a folder; expected a patient folder or a folder of patients",
-                         path=root)
+                         path=root, what="path")
     entries = _entries(root, None)
     if _layout_dir(entries, SAGITTAL_DIR) or _layout_dir(entries, AXIAL_DIR):
         return [root]
     try:
         visited = {root.resolve(strict=True)}
     except (OSError, RuntimeError) as e:
-        raise StudyError(f"cannot resolve the input folder ({_reason(e)})", path=root) from None
+        raise StudyError(f"cannot resolve the input folder ({_reason(e)})", path=root, what="folder") from None
     patients: List[Path] = []
     for entry in entries:
         if not entry.is_dir():  # False for files, broken links and link loops alike
@@ -155,6 +156,7 @@ def inspect_study(patient_dir: PathLike, require_all_axial: bool = True,
         sag_dir, tra_dir = layout
         check.read_sagittal(sag_dir)
         check.read_axial(tra_dir)
+        check.note_formats()
     return check.report()
 
 
@@ -170,6 +172,9 @@ class _FolderCheck:
         self.axial: Dict[str, np.ndarray] = {}
         self.sources: Dict[str, str] = {}
         self.blank: List[str] = []   # read, but every pixel has one value (read_image has said so in a note)
+        # Images stored in another format than PNG: format -> [(file, used in place of a missing .png)], said
+        # once per format and patient (note_formats), not once or twice per file.
+        self.formats: Dict[str, List[Tuple[str, bool]]] = {}
 
     def shown(self, path: Path) -> str:
         """A file name as outputs show it: relative to the input root when one was given."""
@@ -186,8 +191,29 @@ class _FolderCheck:
     def rel(self, path: Path) -> str:
         return _relative(path, self.patient_dir)
 
-    def error(self, message: str, path: Path) -> None:
-        self.errors.append(StudyError(message, patient=self.pid, path=path))
+    def error(self, message: str, path: Path, what: str = "file") -> None:
+        self.errors.append(StudyError(message, patient=self.pid, path=path, what=what))
+
+    def image_notes(self, path: Path, found_note: Optional[str], notes: List[str]) -> None:
+        """A read image's notes; its format, when not PNG, is kept for note_formats."""
+        name = self.rel(path)
+        fmt = next((m.group(1) for n in notes for m in [_FORMAT_NOTE.fullmatch(n[len(name) + 2:])] if m), None)
+        if fmt is not None:
+            self.formats.setdefault(fmt, []).append((name, found_note is not None and "in place of" in found_note))
+            notes = [n for n in notes if not _FORMAT_NOTE.fullmatch(n[len(name) + 2:])]
+            if found_note is not None and "in place of" in found_note:
+                found_note = None            # said by the format note
+        if found_note:
+            self.notes.append(f"{name}: {found_note}")
+        self.notes.extend(notes)
+
+    def note_formats(self) -> None:
+        """One note per image format other than PNG, naming the format and its files."""
+        for fmt, files in self.formats.items():
+            names = [n for n, _ in files]
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+            instead = ", read in place of the missing .png files" if all(sub for _, sub in files) else ""
+            self.notes.append(f"{len(names)} image(s) stored as {fmt}, not PNG{instead}: {shown}")
 
     def report(self) -> StudyReport:
         study = None
@@ -202,7 +228,7 @@ class _FolderCheck:
                           sources={k: self.shown(Path(v)) for k, v in self.sources.items()},
                           warnings=tuple(self.notes), blank_images=tuple(self.blank), sagittal_fov=fov)
         shown_errors = tuple(e if e.path is None or self.root is None else
-                             StudyError(e.problem, patient=e.patient, path=self.shown(Path(e.path)))
+                             StudyError(e.problem, patient=e.patient, path=self.shown(Path(e.path)), what=e.what)
                              for e in self.errors)
         return StudyReport(self.pid, self.patient_dir, study, shown_errors, tuple(self.notes), len(self.sagittal),
                            len(self.axial))
@@ -212,12 +238,13 @@ class _FolderCheck:
         patient_dir = self.patient_dir
         if not patient_dir.exists():
             if patient_dir.is_symlink():
-                self.error(f"symbolic link that cannot be followed ({_stat_reason(patient_dir)})", patient_dir)
+                self.error(f"symbolic link that cannot be followed ({_stat_reason(patient_dir)})", patient_dir,
+                           "path")
             else:
-                self.error("patient folder does not exist", patient_dir)
+                self.error("patient folder does not exist", patient_dir, "folder")
             return None
         if not patient_dir.is_dir():
-            self.error("not a folder; expected a patient folder with sag/ and tra/", patient_dir)
+            self.error("not a folder; expected a patient folder with sag/ and tra/", patient_dir, "path")
             return None
         try:
             entries = _entries(patient_dir, self.pid)
@@ -225,7 +252,7 @@ class _FolderCheck:
             self.errors.append(e)
             return None
         if not entries:
-            self.error(f"patient folder is empty; expected {_layout_hint()}", patient_dir)
+            self.error(f"patient folder is empty; expected {_layout_hint()}", patient_dir, "folder")
             return None
         sag_dir = _layout_dir(entries, SAGITTAL_DIR)
         tra_dir = _layout_dir(entries, AXIAL_DIR)
@@ -233,13 +260,13 @@ class _FolderCheck:
             loose = _loose_images(entries)
             if loose:
                 self.error(f"images lie directly in the patient folder ({_names(loose)}); expected {_layout_hint()}",
-                           patient_dir)
+                           patient_dir, "folder")
             elif any(_layout_dir(_entries_quiet(e), SAGITTAL_DIR) for e in entries if e.is_dir()):
                 self.error("looks like a folder of patients, not one patient; point --input at it as a batch",
-                           patient_dir)
+                           patient_dir, "folder")
             else:
                 self.error(f"no sag/ or tra/ folder (found {_names(entries)}); expected {_layout_hint()}",
-                           patient_dir)
+                           patient_dir, "folder")
             return None
         for found, expected in ((sag_dir, SAGITTAL_DIR), (tra_dir, AXIAL_DIR)):
             if found is not None and found.name != expected:
@@ -252,7 +279,7 @@ class _FolderCheck:
     def read_sagittal(self, sag_dir: Optional[Path]) -> None:
         """Sagittal slices: every one is required."""
         if sag_dir is None:
-            self.error(f"sagittal folder {SAGITTAL_DIR}/ is missing", self.patient_dir / SAGITTAL_DIR)
+            self.error(f"sagittal folder {SAGITTAL_DIR}/ is missing", self.patient_dir / SAGITTAL_DIR, "folder")
             return
         try:
             sag_entries = _entries(sag_dir, self.pid)
@@ -266,18 +293,18 @@ class _FolderCheck:
                 self.error(f"missing sagittal slice {s}", sag_dir / f"{s}{IMAGE_SUFFIX}")
                 continue
             used.append(path)
-            if note:
-                self.notes.append(f"{self.rel(path)}: {note}")
             try:
                 image, image_notes = read_image(path, patient=self.pid, name=self.rel(path))
             except StudyError as e:
+                if note:
+                    self.notes.append(f"{self.rel(path)}: {note}")
                 self.errors.append(e)
                 continue
             self.sagittal[s] = image
             self.sources[f"{SAGITTAL_DIR}/{s}"] = str(path)
             if Study.is_blank(image):
                 self.blank.append(f"{SAGITTAL_DIR}/{s}")
-            self.notes.extend(image_notes)
+            self.image_notes(path, note, image_notes)
         _note_unexpected(sag_entries, used, sag_dir, self.rel, self.notes)
 
     def axial_problem(self, message: str, path: Path) -> None:
@@ -305,18 +332,18 @@ class _FolderCheck:
                 self.axial_problem(f"missing axial image for {position}", tra_dir / f"{stem}{IMAGE_SUFFIX}")
                 continue
             used.append(path)
-            if note:
-                self.notes.append(f"{self.rel(path)}: {note}")
             try:
                 image, image_notes = read_image(path, patient=self.pid, name=self.rel(path))
             except StudyError as e:
+                if note:
+                    self.notes.append(f"{self.rel(path)}: {note}")
                 self.axial_problem(e.problem, path)
                 continue
             self.axial[position] = image
             self.sources[f"{AXIAL_DIR}/{position}"] = str(path)
             if Study.is_blank(image):
                 self.blank.append(f"{AXIAL_DIR}/{position}")
-            self.notes.extend(image_notes)
+            self.image_notes(path, note, image_notes)
         _note_unexpected(tra_entries, used, tra_dir, self.rel, self.notes)
 
 
@@ -376,7 +403,7 @@ def read_image(path: PathLike, patient: Optional[str] = None, name: Optional[str
             except Exception as e:  # truncated data, bad CRC, zlib errors, MemoryError...
                 raise fail(f"image data is corrupt or truncated ({type(e).__name__}: {e})") from None
             if img.format != "PNG":
-                notes.append(f"{name}: stored as {img.format or 'unknown format'}, not PNG")
+                notes.append(f"{name}: stored as {img.format or 'an unknown format'}, not PNG")
             if getattr(img, "n_frames", 1) > 1:
                 notes.append(f"{name}: holds {img.n_frames} frames; only the first is used")
     notes.extend(f"{name}: {n}" for n in mode_notes)
@@ -476,7 +503,7 @@ def _entries(folder: Path, patient: Optional[str]) -> List[Path]:
     try:
         names = os.listdir(folder)
     except OSError as e:
-        raise StudyError(f"cannot list folder ({_reason(e)})", patient=patient, path=folder) from None
+        raise StudyError(f"cannot list folder ({_reason(e)})", patient=patient, path=folder, what="folder") from None
     return [folder / n for n in sorted(names) if not _is_ignored(n)]
 
 
@@ -494,6 +521,9 @@ def _layout_dir(entries: Sequence[Path], name: str) -> Optional[Path]:
             if (e.name == name if exact else e.name.lower() == name) and e.is_dir():
                 return e
     return None
+
+
+_FORMAT_NOTE = re.compile(r"stored as (.+), not PNG")
 
 
 def _find_image(entries: Sequence[Path], stem: str) -> Tuple[Optional[Path], Optional[str]]:

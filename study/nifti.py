@@ -98,7 +98,7 @@ def _sidecar(path: Path) -> SequenceInfo:
             tr = float(meta["RepetitionTime"]) * 1000 if "RepetitionTime" in meta else None
         except (ValueError, TypeError, OSError, KeyError):
             pass
-    return SequenceInfo(stem, te, tr, False)
+    return SequenceInfo(stem, te, tr, False, described_by="file name")
 
 
 def volume_stack(data: np.ndarray, affine_lps: np.ndarray, axis: int, label: str, name: str,

@@ -47,6 +47,9 @@ class SequenceInfo:
     echo_time_ms: Optional[float] = None
     repetition_time_ms: Optional[float] = None
     contrast_agent: bool = False
+    # What `description` is, as the reasons name it: a DICOM series description, or (NIfTI, whose header
+    # description is usually the writing tool, e.g. "FSL5.0") the file name.
+    described_by: str = "description"
 
 
 @dataclass(eq=False)
@@ -139,13 +142,13 @@ def t2_score(seq: SequenceInfo) -> Tuple[float, List[str]]:
     score, why = 0.0, []
     if _T2.search(d):
         score += 4
-        why.append("description says T2")
+        why.append(f"{seq.described_by} says T2")
     if _T1.search(d):
         score -= 4
-        why.append("description says T1")
+        why.append(f"{seq.described_by} says T1")
     if _PD.search(d):
         score -= 2
-        why.append("description says PD")
+        why.append(f"{seq.described_by} says PD")
     if _FAT_SUPPRESSED.search(d):
         score -= 1
         why.append("fat-suppressed")

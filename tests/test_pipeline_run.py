@@ -155,12 +155,13 @@ def test_report_html_in_a_real_browser(run_out, batch):
         n_sections = browser.execute_script("return document.querySelectorAll('section.patient').length")
         broken = browser.execute_script(
             "return Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
-        n_images = browser.execute_script("return document.images.length")
+        n_images = browser.execute_script("return document.images.length")   # the 11 axial thumbnails each
+        n_panels = browser.execute_script("return document.querySelectorAll('svg.sagittal-panel image').length")
         text = browser.execute_script("return document.body.innerText")
     finally:
         browser.quit()
     assert n_sections == 4
-    assert n_images == 4 * 12 and broken == 0
+    assert n_images == 4 * 11 and broken == 0 and n_panels == 4
     assert "zz-broken" in text   # the failed patient is listed on the page
 
 
