@@ -136,21 +136,33 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
 @click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
               help="Patients loaded and pushed through the networks together.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True)
-def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir):
+@click.option("--sr", is_flag=True, help="Also write OUT/sr/{id}.dcm, a DICOM SR (TID 1500) per DICOM study; it "
+              "carries the source study's patient and study data, so it identifies the patient.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="'ray': read the patients with Ray Data actors (same outputs).")
+@click.option("--address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a "
+              "local Ray instance.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Ray actors, each loading the models once (default: one per CPU, or per GPU with --device cuda).")
+def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir, sr, engine,
+        address, workers):
     """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json."""
     if labels_file is not None and not dump_crops:
         raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
-    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file))
+    if engine != "ray" and (address is not None or workers is not None):
+        raise click.UsageError("--address and --workers need --engine ray")
+    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file,
+                       sr=sr, engine=engine, address=address, workers=workers))
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",
-              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None) -> int:
+              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None, **options) -> int:
     """`run` without the argument parsing: the exit code (0 all read, 1 some failed, 2 unusable)."""
     import os
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads: see reader.core.passive_openmp_waiting
     from reader.folder import run_folder
     return run_folder(input_dir, out_dir, weights_dir, boxes_file=boxes_file, dump_crops=dump_crops,
-                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo)
+                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo, **options)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from common.files import remove_stale_temporaries, write_json_atomic
 from study.challenge import PatientLabels, write_labels
@@ -24,6 +24,8 @@ class RunSummary:
     reports: Dict[str, object] = field(default_factory=dict)     # id -> report.patient.PatientReport
     errors: List[Dict[str, str]] = field(default_factory=list)
     line: str = ""
+    sr_written: List[str] = field(default_factory=list)            # ids with OUT/sr/{id}.dcm (--sr)
+    sr_skipped: Dict[str, str] = field(default_factory=dict)       # id -> why no SR can be written (--sr)
 
     @property
     def exit_code(self) -> int:
@@ -31,21 +33,46 @@ class RunSummary:
         return 1 if self.errors else 0
 
 
-class RunFolder:
-    """Writes one patient's outputs as soon as it is read; finish() writes the batch files."""
+@dataclass
+class PatientOutput:
+    """What writing one read patient's files left for the batch files: its report and HTML section, or the
+    error that failed it, and what became of its DICOM SR. Plain data, so a Ray worker can hand it back."""
 
-    def __init__(self, out_dir: Path, dump_crops: bool = False, truth: Optional[Mapping[str, PatientLabels]] = None):
+    patient_id: str
+    report: object = None             # report.patient.PatientReport, None when writing failed
+    section: str = ""
+    error: Optional[str] = None
+    sr: Optional[Tuple[str, str]] = None   # ("written", path) | ("skipped", why) | ("failed", message)
+
+
+class RunFolder:
+    """Writes one patient's outputs as soon as it is read; finish() writes the batch files.
+
+    write_patient() writes a patient's own files (reports/, crops/, sr/) and can run anywhere the run folder is
+    reachable (a Ray worker); record() adds its outcome to the batch, in input order, where finish() runs.
+    """
+
+    def __init__(self, out_dir: Path, dump_crops: bool = False, truth: Optional[Mapping[str, PatientLabels]] = None,
+                 sr: bool = False, sr_version: str = "", clear_temporaries: bool = True):
         self.out_dir = Path(out_dir)
         self.dump_dir = self.out_dir / "crops" if dump_crops else None
         self.truth = dict(truth or {})
+        self.sr = sr
+        self.sr_version = sr_version
         self.sections: List[str] = []
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # A run killed mid-write leaves hidden temporaries (never a truncated output); this run clears them.
-        for folder, below in ((self.out_dir, False), (self.out_dir / "reports", False), (self.out_dir / "crops", True)):
-            remove_stale_temporaries(folder, recursive=below)
+        if clear_temporaries:
+            for folder, below in ((self.out_dir, False), (self.out_dir / "reports", False),
+                                  (self.out_dir / "crops", True), (self.out_dir / "sr", False)):
+                remove_stale_temporaries(folder, recursive=below)
 
     def add(self, result: PatientResult, summary: RunSummary) -> None:
-        """The patient's report JSON, crop dump and HTML section; a failure here fails that patient alone."""
+        """The patient's report JSON, crop dump, SR and HTML section; a failure here fails that patient alone."""
+        self.record(self.write_patient(result), summary)
+
+    def write_patient(self, result: PatientResult) -> PatientOutput:
+        """Write one patient's files; never raises (a failure is that patient's error)."""
         from report.draw import patient_pictures
         from report.html import patient_section
         pid = result.patient_id
@@ -55,19 +82,64 @@ class RunFolder:
                 dump_patient(self.dump_dir, result.crops, result.study, result.grades, self.truth.get(pid))
             pictures = patient_pictures(result.study, result.report)
             write_json_atomic(self.out_dir / "reports" / f"{pid}.json", result.report.to_dict())
-            summary.reports[pid] = result.report
-            self.sections.append(patient_section(result.report, pictures))
+            section = patient_section(result.report, pictures)
         except Exception as e:  # one bad patient never stops the batch
-            self.fail(PatientFailure(pid, "outputs", str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}"),
-                      summary)
+            return PatientOutput(pid, error=str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
+        return PatientOutput(pid, result.report, section, sr=self._write_sr(result) if self.sr else None)
+
+    def _write_sr(self, result: PatientResult) -> Tuple[str, str]:
+        from .sr import SRUnavailable, write_sr
+        try:
+            return "written", str(write_sr(self.out_dir, result, self.sr_version))
+        except SRUnavailable as e:
+            return "skipped", str(e)
+        except Exception as e:  # the reading itself is kept; the missing SR is this patient's error
+            return "failed", f"DICOM SR not written: {type(e).__name__}: {e}"
+
+    def record(self, output: PatientOutput, summary: RunSummary) -> None:
+        pid = output.patient_id
+        if output.error is not None:
+            self.fail(PatientFailure(pid, "outputs", output.error), summary)
+            return
+        summary.reports[pid] = output.report
+        self.sections.append(output.section)
+        if output.sr is not None:
+            status, text = output.sr
+            if status == "written":
+                summary.sr_written.append(pid)
+            elif status == "skipped":
+                summary.sr_skipped[pid] = text
+            else:
+                summary.errors.append({"id": pid, "error": text})
 
     @staticmethod
     def fail(failure: PatientFailure, summary: RunSummary) -> None:
         summary.errors.append({"id": failure.patient_id, "error": failure.message})
 
+    def record_batch(self, items: Sequence[Union[PatientFailure, PatientOutput]], summary: RunSummary,
+                     progress: Optional[Callable[[], None]] = None) -> None:
+        """One batch's outcomes, in input order: errors.json lists its unreadable inputs first, then the patients
+        that failed later, in order (local and Ray runs alike)."""
+        for failure in (o for o in items if isinstance(o, PatientFailure) and o.stage == "load"):
+            self.fail(failure, summary)
+            if progress:
+                progress()
+        for o in items:
+            if isinstance(o, PatientFailure):
+                if o.stage == "load":
+                    continue
+                self.fail(o, summary)
+            else:
+                self.record(o, summary)
+            if progress:
+                progress()
+
     def finish(self, summary: RunSummary, run_info: Mapping[str, object], seconds: float) -> None:
         from report.html import write_report_html
-        write_json_atomic(self.out_dir / "run.json", dict(run_info))
+        info = dict(run_info)
+        if self.sr:
+            info["sr"] = {"written": len(summary.sr_written), "not_written": dict(summary.sr_skipped)}
+        write_json_atomic(self.out_dir / "run.json", info)
         write_labels(self.out_dir / "predictions.json",
                      [summary.reports[pid].challenge_labels() for pid in summary.order if pid in summary.reports])
         write_json_atomic(self.out_dir / "errors.json", summary.errors)
@@ -81,50 +153,68 @@ def read_into_folder(reader: Reader, patients: Sequence[InputSource], out_dir: P
                      given: Optional[GivenBoxes] = None, dump_crops: bool = False,
                      truth: Optional[Mapping[str, PatientLabels]] = None, batch_size: int = 16,
                      run_info: Optional[Mapping[str, object]] = None, input_dir: Optional[Path] = None,
-                     started: Optional[float] = None) -> RunSummary:
+                     started: Optional[float] = None, sr: bool = False) -> RunSummary:
     """Read `patients` batch by batch with `reader` and write the run folder; returns what was read.
 
     run_info: the arguments run.json records (stage seconds and the redacted input path are added).
+    sr: also write OUT/sr/{id}.dcm for every DICOM study (reader.sr).
     """
     t0 = time.perf_counter() if started is None else started
     from tqdm import tqdm
 
-    folder = RunFolder(out_dir, dump_crops, truth)
+    folder = RunFolder(out_dir, dump_crops, truth, sr=sr, sr_version=algorithm_version(reader.weights_dir))
     summary = RunSummary([p.patient_id for p in patients])
     clock = reader.clock
     bar = tqdm(total=len(patients), desc="patients", unit="patient", disable=None)
     for start in range(0, len(patients), batch_size):
         outcomes = reader.read_sources(patients[start:start + batch_size], given)
-        # errors.json lists a batch's unreadable inputs first, then the patients that failed later, in order
-        for failure in (o for o in outcomes if isinstance(o, PatientFailure) and o.stage == "load"):
-            folder.fail(failure, summary)
-            bar.update(1)
+        items = []
         for o in outcomes:
             if isinstance(o, PatientFailure):
-                if o.stage != "load":
-                    folder.fail(o, summary)
-                    bar.update(1)
+                items.append(o)
                 continue
             with clock("outputs"):
-                folder.add(o, summary)
-            bar.update(1)
+                items.append(folder.write_patient(o))
+        folder.record_batch(items, summary, lambda: bar.update(1))
     bar.close()
     clock.seconds["total"] = time.perf_counter() - t0
+    finish_run(folder, summary, patients, run_info, input_dir, clock.seconds, t0)
+    return summary
+
+
+def finish_run(folder: RunFolder, summary: RunSummary, patients: Sequence[InputSource],
+               run_info: Optional[Mapping[str, object]], input_dir: Optional[Path], stage_seconds: Mapping[str, float],
+               t0: float) -> None:
+    """run.json (with the redacted input path and the stage seconds), predictions.json, errors.json, report.html."""
     info = dict(run_info or {})
     if input_dir is not None:
         info = {"input": private_path(input_dir, list(patients)), **info}
     info["patients"] = len(patients)
-    info["stage_seconds"] = {k: round(v, 3) for k, v in clock.seconds.items()}
+    info["stage_seconds"] = {k: round(v, 3) for k, v in stage_seconds.items()}
     folder.finish(summary, info, time.perf_counter() - t0)
-    return summary
+
+
+def algorithm_version(weights_dir: Optional[Path]) -> str:
+    """What an SR names as the algorithm's version: the package version and the weights manifest's sha256."""
+    from common.files import sha256_of
+
+    from .sr import SOFTWARE_VERSION
+    manifest = Path(weights_dir) / "MANIFEST.json" if weights_dir is not None else None
+    if manifest is None or not manifest.is_file():
+        return SOFTWARE_VERSION
+    return f"{SOFTWARE_VERSION} weights {sha256_of(manifest)[:12]}"
 
 
 def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file: Optional[Path] = None,
                dump_crops: bool = False, labels_file: Optional[Path] = None, device: str = "cpu",
-               batch_size: int = 16, reader: Optional[Reader] = None, echo: Callable[..., None] = None) -> int:
+               batch_size: int = 16, reader: Optional[Reader] = None, echo: Callable[..., None] = None,
+               sr: bool = False, engine: str = "local", address: Optional[str] = None,
+               workers: Optional[int] = None) -> int:
     """`run`: read every patient under input_dir into out_dir; returns the exit code (0 all read, 1 some
     failed, 2 the input folder, the box file or the weights are unusable). reader: one already loaded (its
-    weights_dir is then what run.json records)."""
+    weights_dir is then what run.json records). sr: also write a DICOM SR per DICOM study (OUT/sr/{id}.dcm).
+    engine "ray": the patients are read by Ray actors (reader.ray_engine; address: a running cluster, else a
+    local instance; workers: how many actors), with the same outputs."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads (reader.core.passive_openmp_waiting)
@@ -141,7 +231,13 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
         given = GivenBoxes.read(boxes_file) if boxes_file is not None else None
         # Known labels are drawn beside the predictions on the crop sheets; they change no prediction.
         truth = {lab.patient_id: lab for lab in read_labels(labels_file)} if labels_file is not None else {}
-        if reader is None:
+        if engine == "ray":
+            from release.manifest import STAGES, WeightsError, verify_manifest
+            try:   # checked here too, so that unusable weights stop the run before any worker starts
+                verify_manifest(Path(weights_dir), STAGES if given is None else STAGES[1:])
+            except WeightsError as e:
+                raise ReaderError(str(e)) from None
+        elif reader is None:
             clock = StageClock()
             with clock("model load"):
                 reader = Reader.from_weights(weights_dir, device, detector=given is None, clock=clock)
@@ -152,17 +248,43 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
         return 2
     info = {"boxes": str(boxes_file) if boxes_file else None, "device": device, "batch_size": batch_size,
             "weights": str(weights_dir), "dump_crops": dump_crops}
-    summary = read_into_folder(reader, patients, out_dir, given=given, dump_crops=dump_crops, truth=truth,
-                               batch_size=batch_size, run_info=info, input_dir=input_dir, started=t0)
+    if sr:
+        info["sr"] = True
+    if engine == "ray":
+        from .ray_engine import RayError, read_into_folder_ray
+        info.update(engine="ray", address=address, workers=workers)
+        try:
+            summary = read_into_folder_ray(patients, out_dir, Path(weights_dir), boxes_file=boxes_file,
+                                           dump_crops=dump_crops, truth=truth, batch_size=batch_size, device=device,
+                                           run_info=info, input_dir=input_dir, started=t0, sr=sr, address=address,
+                                           workers=workers)
+        except RayError as e:
+            echo(f"error: {e}", err=True)
+            return 2
+    else:
+        summary = read_into_folder(reader, patients, out_dir, given=given, dump_crops=dump_crops, truth=truth,
+                                   batch_size=batch_size, run_info=info, input_dir=input_dir, started=t0, sr=sr)
     for e in summary.errors:
         echo(f"failed: {e['id']}: {e['error']}", err=True)
     for pid in summary.order:
         if pid in summary.reports and summary.reports[pid].boxes.outside_fov:
             echo(f"{pid}: {', '.join(summary.reports[pid].boxes.outside_fov)} outside the field of view, not graded")
+    if sr:
+        echo_sr(summary, out_dir, echo)
     echo(summary.line)
     echo(f"outputs: {out_dir / 'predictions.json'}, {out_dir / 'report.html'}, {out_dir / 'reports'}/"
-         + (f", {out_dir / 'crops'}/" if dump_crops else ""))
+         + (f", {out_dir / 'crops'}/" if dump_crops else "") + (f", {out_dir / 'sr'}/" if summary.sr_written else ""))
     return summary.exit_code
+
+
+def echo_sr(summary: RunSummary, out_dir: Path, echo: Callable[..., None]) -> None:
+    """What --sr wrote, and for which patients no SR can be written and why (grouped by reason)."""
+    echo(f"DICOM SR: {len(summary.sr_written)} written to {out_dir / 'sr'}/")
+    by_reason: Dict[str, List[str]] = {}
+    for pid, why in summary.sr_skipped.items():
+        by_reason.setdefault(why, []).append(pid)
+    for why, ids in by_reason.items():
+        echo(f"no DICOM SR for {len(ids)} patient(s) ({', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}): {why}")
 
 
 def _echo(message: str, err: bool = False) -> None:

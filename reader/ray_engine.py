@@ -1,0 +1,204 @@
+"""`run --engine ray`: the patients flow through Ray Data to actors that each load the Reader once and read
+them in batches; the driver writes the batch files. The outputs are a local run's.
+
+- Each actor (PatientReader) loads the three stages once, reads a batch of inputs with Reader.read_sources and
+  writes each patient's own files (reports/{id}.json, crops/, sr/{id}.dcm) itself, atomically, as the local run
+  does (reader.folder.RunFolder.write_patient). It hands back only what the batch files need.
+- The driver orders what comes back by input position and records it batch by batch exactly as the local run
+  does (reader.folder.RunFolder.record_batch), so predictions.json, errors.json and report.html list the
+  patients in input order, and writes run.json, predictions.json, errors.json and report.html atomically.
+- One bad patient fails alone: inside an actor the Reader isolates failures per patient, as locally; if a whole
+  batch call raises, its patients are read one by one. Patients the cluster never returned (a node lost for
+  good) are listed in errors.json; everything already written stays.
+- Resources: each actor asks for `cpus_per_worker` CPUs (default 1) and uses as many torch/OpenMP threads; with
+  --device cuda it asks for one GPU (and 1 CPU). The same number of threads gives byte-identical outputs (the
+  local run on a machine with that many cores, or OMP_NUM_THREADS set to it).
+- Without an address a local Ray instance is started (no dashboard, worker logs kept out of the console) and shut
+  down at the end. With an address (`auto`, `ray://head:10001`) the driver joins that cluster: every node needs
+  this package installed (same commit) and the input, weights and output folders at the same paths (a shared
+  filesystem).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from study.challenge import PatientLabels
+from study.inputs import InputSource
+
+from .core import PatientFailure
+from .folder import RunFolder, RunSummary, algorithm_version, finish_run
+
+CODE_ROOT = Path(__file__).resolve().parent.parent
+# Object store of a local instance: a batch's hand-back (reports and HTML sections with their pictures) is a few
+# MB; the store only needs to hold the batches in flight.
+LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
+
+
+class RayError(Exception):
+    """Ray is missing or the cluster cannot be reached: nothing was read."""
+
+
+class PatientReader:
+    """A Ray actor: the Reader loaded once; each call reads one batch of inputs and writes their files."""
+
+    def __init__(self, weights_dir: str, device: str, out_dir: str, boxes_file: Optional[str], dump_crops: bool,
+                 truth: Mapping[str, PatientLabels], sr: bool, sr_version: str, threads: int):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch
+
+        from .clock import StageClock
+        from .core import GivenBoxes, Reader
+
+        torch.set_num_threads(max(1, int(threads)))
+        self.given = GivenBoxes.read(boxes_file) if boxes_file else None
+        self.reader = Reader.from_weights(weights_dir, device, detector=self.given is None, clock=StageClock())
+        # The driver cleared the run folder's stale temporaries before any worker started.
+        self.folder = RunFolder(Path(out_dir), dump_crops, truth, sr=sr, sr_version=sr_version,
+                                clear_temporaries=False)
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        from .clock import StageClock
+
+        indices = [int(i) for i in batch["index"]]
+        sources: List[InputSource] = [pickle.loads(bytes(b)) for b in batch["source"]]
+        self.reader.clock = StageClock()
+        try:
+            outcomes = self.reader.read_sources(sources, self.given)
+        except Exception:  # the batch call itself failed: patient by patient, so only the culprit fails
+            outcomes = [self._read_one(s) for s in sources]
+        payload = []
+        for i, o in zip(indices, outcomes):
+            if not isinstance(o, PatientFailure):
+                with self.reader.clock("outputs"):
+                    o = self.folder.write_patient(o)
+            payload.append(pickle.dumps((i, o)))
+        clock = [pickle.dumps(dict(self.reader.clock.seconds))] + [b""] * (len(indices) - 1)
+        return {"index": np.asarray(indices, np.int64), "payload": np.asarray(payload, dtype=object),
+                "clock": np.asarray(clock, dtype=object)}
+
+    def _read_one(self, source: InputSource):
+        try:
+            return self.reader.read_sources([source], self.given)[0]
+        except Exception as e:
+            return PatientFailure(source.patient_id, "reader", f"reading failed: {type(e).__name__}: {e}")
+
+
+def _connect(address: Optional[str], n_cpus: int, n_gpus: int, threads: int) -> bool:
+    """Join the cluster at `address`, or start a local instance with n_cpus CPUs; True when one was started here."""
+    try:
+        import ray
+    except ImportError as e:
+        raise RayError(f"--engine ray needs Ray (pip install -r requirements.txt): {e}") from None
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")     # no usage report leaves the machine
+    env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0"}
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                  configure_logging=True)
+    try:
+        if address is None:
+            # Workers import this checkout, whatever else is installed.
+            env["PYTHONPATH"] = os.pathsep.join([str(CODE_ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+            ray.init(num_cpus=n_cpus, num_gpus=n_gpus, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                     runtime_env={"env_vars": env}, **kwargs)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    except Exception as e:
+        raise RayError(f"cannot start or join Ray{f' at {address}' if address else ''}: {type(e).__name__}: {e}") \
+            from None
+    return True
+
+
+def _quiet_data_context() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    for name in ("enable_operator_progress_bars", "print_on_execution_start", "verbose_stats_logs"):
+        if hasattr(ctx, name):
+            setattr(ctx, name, False)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    logging.getLogger("ray").setLevel(logging.ERROR)
+
+
+def read_into_folder_ray(patients: Sequence[InputSource], out_dir: Path, weights_dir: Path, *,
+                         boxes_file: Optional[Path] = None, dump_crops: bool = False,
+                         truth: Optional[Mapping[str, PatientLabels]] = None, batch_size: int = 16,
+                         device: str = "cpu", run_info: Optional[Mapping[str, object]] = None,
+                         input_dir: Optional[Path] = None, started: Optional[float] = None, sr: bool = False,
+                         address: Optional[str] = None, workers: Optional[int] = None,
+                         cpus_per_worker: int = 1) -> RunSummary:
+    """reader.folder.read_into_folder on Ray: the same run folder, read by `workers` actors.
+
+    workers: actors (default: as many as the cluster's CPUs allow at cpus_per_worker each, or its GPUs with
+    device "cuda"). Raises RayError when Ray cannot be started or joined."""
+    t0 = time.perf_counter() if started is None else started
+    from tqdm import tqdm
+
+    gpu = device == "cuda"
+    cpus = 1 if gpu else max(1, int(cpus_per_worker))
+    local_cpus = max(os.cpu_count() or 1, (workers or 1) * cpus)
+    folder = RunFolder(out_dir, dump_crops, truth, sr=sr, sr_version=algorithm_version(weights_dir))
+    summary = RunSummary([p.patient_id for p in patients])
+    items: Dict[int, object] = {}
+    seconds: Dict[str, float] = {}
+    started_here = _connect(address, local_cpus if workers is None else workers * cpus,
+                            (workers or 1) if gpu and address is None else 0, cpus)
+    import ray
+
+    bar = tqdm(total=len(patients), desc="patients", unit="patient", disable=None)
+    lost: Optional[str] = None
+    try:
+        _quiet_data_context()
+        if workers is None:
+            resources = ray.cluster_resources()
+            workers = max(1, int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // cpus))
+        if patients:
+            rows = [{"index": i, "source": pickle.dumps(p)} for i, p in enumerate(patients)]
+            # Batches no larger than --batch-size, and small enough that every actor gets work (a reading does
+            # not depend on which patients share its batch at a fixed thread count).
+            per_call = max(1, min(batch_size, -(-len(rows) // workers)))
+            ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_call))
+            ds = ds.map_batches(
+                PatientReader, batch_size=per_call, batch_format="numpy", concurrency=workers, num_cpus=cpus,
+                num_gpus=1 if gpu else 0,
+                fn_constructor_kwargs=dict(weights_dir=str(weights_dir), device=device, out_dir=str(out_dir),
+                                           boxes_file=str(boxes_file) if boxes_file else None, dump_crops=dump_crops,
+                                           truth=dict(truth or {}), sr=sr, sr_version=folder.sr_version,
+                                           threads=cpus))
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                for payload in batch["payload"]:
+                    i, item = pickle.loads(bytes(payload))
+                    items[i] = item
+                    bar.update(1)
+                for c in batch["clock"]:
+                    for k, v in (pickle.loads(bytes(c)) if len(c) else {}).items():
+                        seconds[k] = seconds.get(k, 0.0) + v
+    except RayError:
+        raise
+    except Exception as e:  # the cluster failed part-way: what was read is kept, the rest is listed as failed
+        lost = f"not read: the Ray run stopped ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    finally:
+        bar.close()
+        if started_here:
+            ray.shutdown()
+    for start in range(0, len(patients), batch_size):
+        chunk = range(start, min(len(patients), start + batch_size))
+        folder.record_batch([items[i] if i in items else PatientFailure(patients[i].patient_id, "ray", lost or
+                                                                        "not read: no worker returned it")
+                             for i in chunk], summary)
+    # Worker seconds summed over the actors (not wall time), and the run's wall time.
+    seconds = {f"{k} (summed over workers)": v for k, v in seconds.items()}
+    seconds["total"] = time.perf_counter() - t0
+    info = dict(run_info or {})
+    info["workers"] = workers
+    info["cpus_per_worker"] = cpus
+    finish_run(folder, summary, patients, info, input_dir, seconds, t0)
+    return summary
