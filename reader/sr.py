@@ -401,6 +401,8 @@ def read_sr_findings(path) -> Dict[str, object]:
                 refs.add(img)
         evaluations = group.get_qualitative_evaluations()
         not_graded = any(e.name == status for e in evaluations)
+        if not_graded and len(evaluations) > 1:
+            raise ValueError(f"{ident}: marked not graded but holds {len(evaluations) - 1} other evaluation(s)")
         if ident.startswith("disc "):
             d = ident[len("disc "):]
             out["disc"][d] = None if not_graded else grade_of(
