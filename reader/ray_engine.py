@@ -3,9 +3,9 @@ them in batches; the driver writes the batch files. The outputs are a local run'
 
 - Each actor (PatientReader) loads the three stages once, reads a batch of inputs with Reader.read_sources and
   writes each patient's own files (reports/{id}.json, crops/, sr/{id}.dcm) itself, atomically, as the local run
-  does (reader.folder.RunFolder.write_patient). It hands back only what the batch files need.
+  does (reader.outputs.RunFolder.write_patient). It hands back only what the batch files need.
 - The driver orders what comes back by input position and records it batch by batch exactly as the local run
-  does (reader.folder.RunFolder.record_batch), so predictions.json, errors.json and report.html list the
+  does (reader.outputs.RunFolder.record_batch), so predictions.json, errors.json and report.html list the
   patients in input order, and writes run.json, predictions.json, errors.json and report.html atomically.
 - One bad patient fails alone: inside an actor the Reader isolates failures per patient, as locally; if a whole
   batch call raises, its patients are read one by one. Patients the cluster never returned (a node lost for
@@ -33,7 +33,7 @@ from study.challenge import PatientLabels
 from study.inputs import InputSource
 
 from .core import PatientFailure
-from .folder import RunFolder, RunSummary, algorithm_version, finish_run
+from .outputs import RunFolder, RunSummary, algorithm_version, finish_run
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
 # Object store of a local instance: a batch's hand-back (reports and HTML sections with their pictures) is a few
@@ -97,6 +97,9 @@ def _connect(address: Optional[str], n_cpus: int, n_gpus: int, threads: int) -> 
     except ImportError as e:
         raise RayError(f"--engine ray needs Ray (pip install -r requirements.txt): {e}") from None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")     # no usage report leaves the machine
+    # The driver's Ray core logs notes of its own to the console (e.g. that Ray Data's actors may restart);
+    # failures reach this code as exceptions, and worker logs stay in Ray's session folder.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     env = {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE", "RAY_USAGE_STATS_ENABLED": "0"}
     if ray.is_initialized():
         return False

@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
+from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES
 
 SR_FOLDER = "sr"
 PRIVATE_SCHEME = "99CSPINE"
@@ -218,7 +218,6 @@ def build_sr(result, algorithm_version: str = SOFTWARE_VERSION, when: Optional[d
     """The SR of one PatientResult (reader.core) as a highdicom ComprehensiveSR (a pydicom Dataset).
 
     Raises SRUnavailable when the input cannot carry one."""
-    import highdicom as hd
     from highdicom.sr import (
         AlgorithmIdentification, ComprehensiveSR, DeviceObserverIdentifyingAttributes, FindingSite, GraphicTypeValues,
         ImageRegion, Measurement, MeasurementReport, MeasurementsAndQualitativeEvaluations, ObservationContext,
