@@ -1,6 +1,7 @@
 """`run --engine ray`: the patients flow through Ray Data to actors that each load the Reader once and read
 them in batches; the driver writes the batch files. The outputs are a local run's.
 
+- The inputs are cut into the local run's batches (--batch-size patients in input order), one Ray Data row each.
 - Each actor (PatientReader) loads the three stages once, reads a batch of inputs with Reader.read_sources and
   writes each patient's own files (reports/{id}.json, crops/, sr/{id}.dcm) itself, atomically, as the local run
   does (reader.outputs.RunFolder.write_patient). It hands back only what the batch files need.
@@ -63,25 +64,29 @@ class PatientReader:
         self.folder = RunFolder(Path(out_dir), dump_crops, truth, sr=sr, sr_version=sr_version,
                                 clear_temporaries=False)
 
-    def __call__(self, batch: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def __call__(self, rows: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        """Each row is one batch of the local run (the same inputs, in order): read together, as locally."""
         from .clock import StageClock
 
-        indices = [int(i) for i in batch["index"]]
-        sources: List[InputSource] = [pickle.loads(bytes(b)) for b in batch["source"]]
-        self.reader.clock = StageClock()
-        try:
-            outcomes = self.reader.read_sources(sources, self.given)
-        except Exception:  # the batch call itself failed: patient by patient, so only the culprit fails
-            outcomes = [self._read_one(s) for s in sources]
-        payload = []
-        for i, o in zip(indices, outcomes):
-            if not isinstance(o, PatientFailure):
-                with self.reader.clock("outputs"):
-                    o = self.folder.write_patient(o)
-            payload.append(pickle.dumps((i, o)))
-        clock = [pickle.dumps(dict(self.reader.clock.seconds))] + [b""] * (len(indices) - 1)
-        return {"index": np.asarray(indices, np.int64), "payload": np.asarray(payload, dtype=object),
-                "clock": np.asarray(clock, dtype=object)}
+        payload, clocks = [], []
+        for blob in rows["batch"]:
+            batch = pickle.loads(bytes(blob))          # [(input position, InputSource), ...]
+            indices = [i for i, _ in batch]
+            sources: List[InputSource] = [s for _, s in batch]
+            self.reader.clock = StageClock()
+            try:
+                outcomes = self.reader.read_sources(sources, self.given)
+            except Exception:  # the batch call itself failed: patient by patient, so only the culprit fails
+                outcomes = [self._read_one(s) for s in sources]
+            done = []
+            for i, o in zip(indices, outcomes):
+                if not isinstance(o, PatientFailure):
+                    with self.reader.clock("outputs"):
+                        o = self.folder.write_patient(o)
+                done.append((i, o))
+            payload.append(pickle.dumps(done))
+            clocks.append(pickle.dumps(dict(self.reader.clock.seconds)))
+        return {"payload": np.asarray(payload, dtype=object), "clock": np.asarray(clocks, dtype=object)}
 
     def _read_one(self, source: InputSource):
         try:
@@ -164,25 +169,26 @@ def read_into_folder_ray(patients: Sequence[InputSource], out_dir: Path, weights
             resources = ray.cluster_resources()
             workers = max(1, int(resources.get("GPU", 0)) if gpu else int(resources.get("CPU", 1) // cpus))
         if patients:
-            rows = [{"index": i, "source": pickle.dumps(p)} for i, p in enumerate(patients)]
-            # Batches no larger than --batch-size, and small enough that every actor gets work (a reading does
-            # not depend on which patients share its batch at a fixed thread count).
-            per_call = max(1, min(batch_size, -(-len(rows) // workers)))
-            ds = ray.data.from_items(rows, override_num_blocks=-(-len(rows) // per_call))
+            # One row per batch of the local run (--batch-size patients in input order): the networks see the
+            # same batches, so the floating-point sums, and the outputs, are the local run's to the last byte.
+            rows = [{"batch": pickle.dumps([(i, patients[i]) for i in range(start, min(len(patients),
+                                                                                  start + batch_size))])}
+                    for start in range(0, len(patients), batch_size)]
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows))
             ds = ds.map_batches(
-                PatientReader, batch_size=per_call, batch_format="numpy", concurrency=workers, num_cpus=cpus,
-                num_gpus=1 if gpu else 0,
+                PatientReader, batch_size=1, batch_format="numpy", concurrency=min(workers, len(rows)),
+                num_cpus=cpus, num_gpus=1 if gpu else 0,
                 fn_constructor_kwargs=dict(weights_dir=str(weights_dir), device=device, out_dir=str(out_dir),
                                            boxes_file=str(boxes_file) if boxes_file else None, dump_crops=dump_crops,
                                            truth=dict(truth or {}), sr=sr, sr_version=folder.sr_version,
                                            threads=cpus))
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for payload in batch["payload"]:
-                    i, item = pickle.loads(bytes(payload))
-                    items[i] = item
-                    bar.update(1)
+                    for i, item in pickle.loads(bytes(payload)):
+                        items[i] = item
+                        bar.update(1)
                 for c in batch["clock"]:
-                    for k, v in (pickle.loads(bytes(c)) if len(c) else {}).items():
+                    for k, v in pickle.loads(bytes(c)).items():
                         seconds[k] = seconds.get(k, 0.0) + v
     except RayError:
         raise

@@ -30,8 +30,9 @@ def test_ray_run_is_byte_identical_to_a_local_run(tmp_path):
     (data / "bad-patient" / "sag" / "6.png").unlink()
     # Each Ray worker asks for 1 CPU and runs 1 thread; the local run gets the same (a thread count changes the
     # last digit of a measured value, see README).
-    local = _run(["--input", data, "--out", tmp_path / "local"], env={"OMP_NUM_THREADS": "1"})
-    ray = _run(["--input", data, "--out", tmp_path / "ray", "--engine", "ray", "--workers", 2])
+    # Batches of 2, so that both workers get some of the 3 batches.
+    local = _run(["--input", data, "--out", tmp_path / "local", "--batch-size", 2], env={"OMP_NUM_THREADS": "1"})
+    ray = _run(["--input", data, "--out", tmp_path / "ray", "--engine", "ray", "--workers", 2, "--batch-size", 2])
     assert local.returncode == ray.returncode == 1, (local.stderr[-2000:], ray.stderr[-2000:])
     a, b = tmp_path / "local", tmp_path / "ray"
     for name in ("predictions.json", "errors.json"):
