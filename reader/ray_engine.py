@@ -95,7 +95,7 @@ class PatientReader:
             return PatientFailure(source.patient_id, "reader", f"reading failed: {type(e).__name__}: {e}")
 
 
-def _connect(address: Optional[str], n_cpus: int, n_gpus: int, threads: int) -> bool:
+def _connect(address: Optional[str], n_cpus: int, n_gpus: Optional[int], threads: int) -> bool:
     """Join the cluster at `address`, or start a local instance with n_cpus CPUs; True when one was started here."""
     try:
         import ray
@@ -157,8 +157,10 @@ def read_into_folder_ray(patients: Sequence[InputSource], out_dir: Path, weights
     summary = RunSummary([p.patient_id for p in patients])
     items: Dict[int, object] = {}
     seconds: Dict[str, float] = {}
+    # A local instance gets the CPUs the actors ask for (all of them by default) and, for cuda, the GPUs it finds
+    # (or as many as --workers asks for).
     started_here = _connect(address, local_cpus if workers is None else workers * cpus,
-                            (workers or 1) if gpu and address is None else 0, cpus)
+                            (workers if workers is not None else None) if gpu else 0, cpus)
     import ray
 
     bar = tqdm(total=len(patients), desc="patients", unit="patient", disable=None)
