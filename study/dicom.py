@@ -463,8 +463,11 @@ def _instance_uids(ds) -> Optional[Tuple[str, str, str, str, str]]:
     """(absolute path, SOP class, SOP instance, series and study UIDs) of a file, or None when one is missing
     (the image is still read; nothing can then point back at it)."""
     path = getattr(ds, "filename", None)
-    values = [str(ds.get(k, "") or "").strip() for k in
-              ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")]
+    try:
+        values = [str(ds.get(k, "") or "").strip() for k in
+                  ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")]
+    except Exception:  # a malformed element: the image is read all the same, without a reference
+        return None
     if not isinstance(path, str) or not all(values):
         return None
     return (os.path.abspath(path), *values)
