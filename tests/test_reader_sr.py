@@ -12,7 +12,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from dicom_factory import MARKERS, assert_private, phantom_case, sagittal_series, slices_to_nifti, write_study
+from dicom_factory import (
+    MARKERS, assert_private, phantom_case, sagittal_series, slices_to_nifti, write_enhanced, write_study,
+)
 
 pytest.importorskip("highdicom")
 
@@ -149,3 +151,28 @@ def test_dciodvfy_reports_no_error(sr_run):
         errors = [m for m in messages if m.startswith("Error")]
         assert not errors, (path.name, errors)
         assert any("ComprehensiveSR" in m for m in messages), messages[-5:]
+
+
+def test_a_multi_frame_sagittal_is_referenced_by_frame(tmp_path):
+    """An Enhanced MR sagittal series (one file, one frame per slice): the SR names the frames read."""
+    _, specs, _ = phantom_case()
+    root = tmp_path / "in" / "patient-mf"
+    sag = write_enhanced(root / "sag.dcm", next(s for s in specs if s.number == 3), study_key="mf")
+    write_study(root, [s for s in specs if s.number == 4], study_key="mf")
+    out = tmp_path / "out"
+    assert run_folder(tmp_path / "in", out, WEIGHTS, sr=True, echo=lambda m, err=False: None) == 0
+    ds = pydicom.dcmread(out / "sr" / "patient-mf.dcm")
+    sop = str(pydicom.dcmread(sag, stop_before_pixels=True).SOPInstanceUID)
+    frames = {int(i.ReferencedSOPSequence[0].ReferencedFrameNumber) for i in _image_items(ds)
+              if i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == sop}
+    assert len(frames) == 3                                           # slices 5, 6, 7: three frames
+    found = read_sr_findings(out / "sr" / "patient-mf.dcm")
+    report = _report(out, "patient-mf")
+    assert found["disc"] == {d: report["disc"][d]["grade"] for d in DISCS}
+
+
+def _image_items(ds):
+    for item in ds.get("ContentSequence", []):
+        if item.get("ValueType") == "IMAGE":
+            yield item
+        yield from _image_items(item)
