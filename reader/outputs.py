@@ -94,7 +94,8 @@ class RunFolder:
         except SRUnavailable as e:
             return "skipped", str(e)
         except Exception as e:  # the reading itself is kept; the missing SR is this patient's error
-            return "failed", f"DICOM SR not written: {type(e).__name__}: {e}"
+            # write_sr's own errors (SRError) are scrubbed of identifying values; anything else names its type only.
+            return "failed", f"DICOM SR not written: {e if type(e).__name__ == 'SRError' else type(e).__name__}"
 
     def record(self, output: PatientOutput, summary: RunSummary) -> None:
         pid = output.patient_id

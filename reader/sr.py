@@ -373,10 +373,31 @@ def _declare_private_scheme(sr) -> None:
 def write_sr(out_dir: Path, result, algorithm_version: str = SOFTWARE_VERSION) -> Path:
     """OUT/sr/{id}.dcm for one PatientResult, written atomically; raises SRUnavailable or the build's error."""
     from common.files import atomic_write
-    sr = build_sr(result, algorithm_version)
     path = Path(out_dir) / SR_FOLDER / f"{result.patient_id}.dcm"
-    atomic_write(path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
+    try:
+        sr = build_sr(result, algorithm_version)
+        atomic_write(path, lambda tmp: sr.save_as(tmp, enforce_file_format=True))
+    except SRUnavailable:
+        raise
+    except Exception as e:
+        # The message reaches errors.json, which stays de-identified: the study's identifying values go.
+        raise SRError(_scrubbed(result.study, f"{type(e).__name__}: {e}")) from None
     return path
+
+
+class SRError(Exception):
+    """The SR of a DICOM study could not be built or written; the message holds no identifying value."""
+
+
+def _scrubbed(study, text: str) -> str:
+    from study.dicom import Scrubber, study_uid
+    values = set()
+    for inst in study.dicom_instances.values():
+        try:
+            values.update(study_uid(inst.path)[1])
+        except Exception:  # unreadable now: nothing more to learn from it
+            continue
+    return Scrubber(values)(text)
 
 
 def read_sr_findings(path) -> Dict[str, object]:

@@ -176,3 +176,24 @@ def _image_items(ds):
         if item.get("ValueType") == "IMAGE":
             yield item
         yield from _image_items(item)
+
+
+def test_an_sr_that_fails_is_that_patients_error_without_identifying_values(tmp_path, monkeypatch):
+    """The reading is kept (report, predictions); errors.json names the SR failure, scrubbed of the study's
+    identifying values; no partial SR file is left."""
+    import reader.sr as sr_module
+
+    def broken(result, version):
+        raise ValueError(f"cannot encode {MARKERS['PatientName']} born {MARKERS['PatientBirthDate']}")
+
+    monkeypatch.setattr(sr_module, "build_sr", broken)
+    write_study(tmp_path / "in" / "patient-a", phantom_case()[1])
+    out = tmp_path / "out"
+    lines = []
+    assert run_folder(tmp_path / "in", out, WEIGHTS, sr=True, echo=lambda m, err=False: lines.append(m)) == 1
+    errors = json.loads((out / "errors.json").read_text())
+    assert [e["id"] for e in errors] == ["patient-a"]
+    assert errors[0]["error"].startswith("DICOM SR not written: ValueError: cannot encode [redacted]")
+    assert (out / "reports" / "patient-a.json").is_file() and "patient-a" in (out / "predictions.json").read_text()
+    assert not (out / "sr").exists() or not any((out / "sr").iterdir())
+    assert_private((out / "errors.json").read_text(), (out / "report.html").read_text(), *lines)
