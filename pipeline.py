@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from report.run_help import RUN_HELP, RUN_SHORT_HELP   # a text-only module: --help stays fast
+
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
 
@@ -129,26 +131,7 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
     click.echo(f"trained {stage} -> {out_dir}; manifest {manifest}")
 
 
-RUN_HELP = """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json, run.json.
-
-\b
-Input layouts (--input is one patient or a folder of patients, nested folders allowed):
-  challenge PNGs   {id}/sag/5.png, 6.png, 7.png and {id}/tra/2.png, 2-3.png, ... 7.png
-  DICOM            any file names, nested, several series; the most T2-like sagittal
-                   and axial series are chosen and reported
-  NIfTI            volumes (*.nii, *.nii.gz), also BIDS sub-*/anat/*T2w*.nii.gz
-
-\b
-Exit codes:
-  0  every patient read (those flagged for review included)
-  1  some patient could not be read (listed in errors.json; the rest are complete)
-  2  nothing was read: the input, --boxes/--labels, --out, --device or the weights are unusable
-
-OUT must be new or empty, or hold the same run killed midway (which this completes). A folder holding another
-run's outputs is refused and left as it is, unless --overwrite is given."""
-
-
-@cli.command(help=RUN_HELP, short_help="Read every patient: predictions.json, reports/, report.html, errors.json.")
+@cli.command(help=RUN_HELP, short_help=RUN_SHORT_HELP)
 @click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
               help="One patient or a folder of patients: challenge layout, DICOM studies or NIfTI volumes.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
@@ -168,22 +151,34 @@ run's outputs is refused and left as it is, unless --overwrite is given."""
               help="Patients loaded and pushed through the networks together.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
               help="Weights folder (detector/, classifier/, fusion/ and MANIFEST.json, checked before loading).")
-def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir):
+@click.option("--sr", is_flag=True, help="Also write OUT/sr/{id}.dcm, a DICOM SR (TID 1500) per DICOM study; it "
+              "carries the source study's patient and study data, so it identifies the patient.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="'ray': read the patients with Ray Data actors (same outputs, same OUT rules).")
+@click.option("--address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a "
+              "local Ray instance. Needs --engine ray.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Ray actors, each loading the models once "
+              "(default: one per CPU, or per GPU with --device cuda). Needs --engine ray.")
+def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir, sr,
+        engine, address, workers):
     if labels_file is not None and not dump_crops:
         raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
+    if engine != "ray" and (address is not None or workers is not None):
+        raise click.UsageError("--address and --workers need --engine ray")
     sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file,
-                       overwrite))
+                       overwrite, sr=sr, engine=engine, address=address, workers=workers))
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",
-              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None, overwrite: bool = False) -> int:
+              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None, overwrite: bool = False,
+              **options) -> int:
     """`run` without the argument parsing: the exit code (0 all read, 1 some failed, 2 unusable)."""
     import os
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads: see reader.core.passive_openmp_waiting
     from reader.folder import run_folder
     return run_folder(input_dir, out_dir, weights_dir, boxes_file=boxes_file, dump_crops=dump_crops,
                       labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo,
-                      overwrite=overwrite)
+                      overwrite=overwrite, **options)
 
 
 # The command list shows each summary whole (wrapped), never cut with "...": the first line of its help.

@@ -1,168 +1,203 @@
-"""Which files a run writes into OUT, and whether OUT may take a new run.
+"""The run folder's files: what one read patient leaves (reports/{id}.json, crops/, sr/{id}.dcm, its HTML section)
+and the batch files (predictions.json, errors.json, report.html, run.json), every file atomically. Local and Ray
+runs (reader.folder, reader.ray_engine) write through it alike.
 
-run.json lists the run's files under "outputs" (relative paths; `crops/{id}/` stands for everything the crop
-dump wrote for that patient). It is written when the run starts, with "complete": false and the files the run
-is going to write, and again when it ends, with "complete": true and the files it wrote. So a later run knows
-exactly which files in OUT are that run's: it refuses a folder holding another run's outputs, and with
-`--overwrite` removes those files, and only those. A killed run is completed by the same run again (same
-input, boxes, labels, crop dump and weights), as before.
-"""
+run.json is written first (begin_run), with "complete": false and every file the run may write, and last
+(finish), with "complete": true and the files it wrote: a later run knows which files in OUT are this run's
+(reader.out_folder decides whether OUT may take a run)."""
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from common.files import TEMP_SUFFIX
+from common.files import remove_stale_temporaries, write_json_atomic
+from study.challenge import PatientLabels, write_labels
 from study.errors import InputError
+from study.inputs import InputSource, private_path
 
-RUN_JSON = "run.json"
-BATCH_FILES = (RUN_JSON, "predictions.json", "errors.json", "report.html")
-REPORTS, CROPS = "reports", "crops"
-
-
-class OutFolderError(InputError):
-    """OUT cannot take this run (it holds another run's outputs, or files of no run): nothing was changed."""
+from .core import PatientFailure, PatientResult
 
 
-def planned_outputs(patient_ids: Sequence[str], dump_crops: bool) -> List[str]:
-    """Every file a run over these patients may write (crop dumps as their patient folder `crops/{id}/`)."""
-    out = list(BATCH_FILES) + [f"{REPORTS}/{pid}.json" for pid in patient_ids]
-    if dump_crops:
-        out += [f"{CROPS}/{pid}/" for pid in patient_ids]
-    return sorted(out)
+@dataclass
+class RunSummary:
+    """What a run read: reports by patient id in input order, failures as errors.json lists them."""
+
+    order: List[str]
+    reports: Dict[str, object] = field(default_factory=dict)     # id -> report.patient.PatientReport
+    errors: List[Dict[str, str]] = field(default_factory=list)
+    line: str = ""
+    sr_written: List[str] = field(default_factory=list)            # ids with OUT/sr/{id}.dcm (--sr)
+    sr_skipped: Dict[str, str] = field(default_factory=dict)       # id -> why no SR can be written (--sr)
+
+    @property
+    def exit_code(self) -> int:
+        """0 every patient read (flagged ones included), 1 some failed."""
+        return 1 if self.errors else 0
 
 
-def run_key(input_dir: Path, boxes_file, labels_file, dump_crops: bool, weights_dir: Path) -> str:
-    """What makes two runs the same run (a rerun completes a killed one): a hash, so no path is recorded."""
-    parts = [str(Path(p).resolve()) if p is not None else None
-             for p in (input_dir, boxes_file, labels_file, weights_dir)]
-    return hashlib.sha256(json.dumps([parts, bool(dump_crops)]).encode("utf-8", "backslashreplace")).hexdigest()[:16]
+@dataclass
+class PatientOutput:
+    """What writing one read patient's files left for the batch files: its report and HTML section, or the
+    error that failed it, and what became of its DICOM SR. Plain data, so a Ray worker can hand it back."""
+
+    patient_id: str
+    report: object = None             # report.patient.PatientReport, None when writing failed
+    section: str = ""
+    error: Optional[str] = None
+    sr: Optional[Tuple[str, str]] = None   # ("written", path) | ("skipped", why) | ("failed", message)
 
 
-def _safe(rel: object) -> Optional[str]:
-    """A run output's relative path, or None for anything a run of this reader cannot have written."""
-    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
-        return None
-    parts = rel.rstrip("/").split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return None
-    if len(parts) == 1 and parts[0] in BATCH_FILES:
-        return rel
-    if parts[0] == REPORTS and len(parts) == 2 and parts[1].endswith(".json"):
-        return rel
-    if parts[0] == CROPS and len(parts) >= 2:
-        return rel
-    return None
+class RunFolder:
+    """Writes one patient's outputs as soon as it is read; finish() writes the batch files.
 
+    write_patient() writes a patient's own files (reports/, crops/, sr/) and can run anywhere the run folder is
+    reachable (a Ray worker); record() adds its outcome to the batch, in input order, where finish() runs.
+    """
 
-@dataclass(frozen=True)
-class PreviousRun:
-    """What OUT holds before a run: the earlier run's files (relative paths) and whether that run finished."""
+    def __init__(self, out_dir: Path, dump_crops: bool = False, truth: Optional[Mapping[str, PatientLabels]] = None,
+                 sr: bool = False, sr_version: str = "", clear_temporaries: bool = True,
+                 patient_ids: Sequence[str] = ()):
+        self.out_dir = Path(out_dir)
+        self.patient_ids = list(patient_ids)
+        self.dump_dir = self.out_dir / "crops" if dump_crops else None
+        self.truth = dict(truth or {})
+        self.sr = sr
+        self.sr_version = sr_version
+        self.sections: List[str] = []
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        # A run killed mid-write leaves hidden temporaries (never a truncated output); this run clears them.
+        if clear_temporaries:
+            for folder, below in ((self.out_dir, False), (self.out_dir / "reports", False),
+                                  (self.out_dir / "crops", True), (self.out_dir / "sr", False)):
+                remove_stale_temporaries(folder, recursive=below)
 
-    out_dir: Path
-    files: Tuple[str, ...]          # existing files of the earlier run
-    complete: bool
-    key: Optional[str]
+    def start(self, run_info: Mapping[str, object]) -> None:
+        """run.json before anything else: "complete": false and every file this run may write (the driver's
+        RunFolder calls it; a Ray worker's does not)."""
+        from .out_folder import RUN_JSON, planned_outputs
+        write_json_atomic(self.out_dir / RUN_JSON, {**dict(run_info), "complete": False, "outputs": planned_outputs(
+            self.patient_ids, self.dump_dir is not None, self.sr)})
 
-    def resumed_by(self, key: str) -> bool:
-        """True when this is a killed run that a run with `key` completes (the same run again)."""
-        return not self.complete and self.key == key
+    def add(self, result: PatientResult, summary: RunSummary) -> None:
+        """The patient's report JSON, crop dump, SR and HTML section; a failure here fails that patient alone."""
+        self.record(self.write_patient(result), summary)
 
-    def remove(self) -> int:
-        """Delete the earlier run's files (only those) and the folders they leave empty; returns how many went."""
-        n = 0
-        for rel in self.files:
-            path = self.out_dir / rel
-            if path.is_file() and not path.is_symlink():
-                path.unlink()
-                n += 1
-        for folder in sorted({(self.out_dir / rel).parent for rel in self.files}, key=lambda p: -len(p.parts)):
-            while folder != self.out_dir and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-                folder = folder.parent
-        return n
-
-
-def _listed_files(out_dir: Path, listed: Sequence[object]) -> List[str]:
-    files = set()
-    for rel in listed:
-        rel = _safe(rel)
-        if rel is None:
-            continue
-        path = out_dir / rel
-        if rel.endswith("/") or path.is_dir():      # a patient's crop folder: whatever the dump wrote there
-            if path.is_dir() and not path.is_symlink():
-                files.update(f.relative_to(out_dir).as_posix() for f in path.rglob("*")
-                             if f.is_file() and not f.is_symlink())
-        elif path.is_file() and not path.is_symlink():
-            files.add(rel)
-    return sorted(files)
-
-
-def _older_run_files(out_dir: Path) -> List[str]:
-    """A run.json written before runs listed their outputs: the batch files and the patients its
-    predictions.json and errors.json name (their report and crop folder)."""
-    ids = []
-    for name, key in (("predictions.json", "id"), ("errors.json", "id")):
+    def write_patient(self, result: PatientResult) -> PatientOutput:
+        """Write one patient's files; never raises (a failure is that patient's error)."""
+        from report.draw import patient_pictures
+        from report.html import patient_section
+        pid = result.patient_id
         try:
-            rows = json.loads((out_dir / name).read_text(encoding="utf-8"))
-            ids += [r[key] for r in rows if isinstance(r, dict) and isinstance(r.get(key), str)]
-        except (OSError, ValueError, TypeError):
-            continue
-    return _listed_files(out_dir, planned_outputs(ids, dump_crops=True))
+            if self.dump_dir is not None:
+                from classifier.dump import dump_patient
+                dump_patient(self.dump_dir, result.crops, result.study, result.grades, self.truth.get(pid))
+            pictures = patient_pictures(result.study, result.report)
+            write_json_atomic(self.out_dir / "reports" / f"{pid}.json", result.report.to_dict())
+            section = patient_section(result.report, pictures)
+        except Exception as e:  # one bad patient never stops the batch
+            return PatientOutput(pid, error=str(e) if isinstance(e, InputError) else f"{type(e).__name__}: {e}")
+        return PatientOutput(pid, result.report, section, sr=self._write_sr(result) if self.sr else None)
+
+    def _write_sr(self, result: PatientResult) -> Tuple[str, str]:
+        from .sr import SRUnavailable, write_sr
+        try:
+            return "written", str(write_sr(self.out_dir, result, self.sr_version))
+        except SRUnavailable as e:
+            return "skipped", str(e)
+        except Exception as e:  # the reading itself is kept; the missing SR is this patient's error
+            # write_sr's own errors (SRError) are scrubbed of identifying values; anything else names its type only.
+            return "failed", f"DICOM SR not written: {e if type(e).__name__ == 'SRError' else type(e).__name__}"
+
+    def record(self, output: PatientOutput, summary: RunSummary) -> None:
+        pid = output.patient_id
+        if output.error is not None:
+            self.fail(PatientFailure(pid, "outputs", output.error), summary)
+            return
+        summary.reports[pid] = output.report
+        self.sections.append(output.section)
+        if output.sr is not None:
+            status, text = output.sr
+            if status == "written":
+                summary.sr_written.append(pid)
+            elif status == "skipped":
+                summary.sr_skipped[pid] = text
+            else:
+                summary.errors.append({"id": pid, "error": text})
+
+    @staticmethod
+    def fail(failure: PatientFailure, summary: RunSummary) -> None:
+        summary.errors.append({"id": failure.patient_id, "error": failure.message})
+
+    def record_batch(self, items: Sequence[Union[PatientFailure, PatientOutput]], summary: RunSummary,
+                     progress: Optional[Callable[[], None]] = None) -> None:
+        """One batch's outcomes, in input order: errors.json lists its unreadable inputs first, then the patients
+        that failed later, in order (local and Ray runs alike)."""
+        for failure in (o for o in items if isinstance(o, PatientFailure) and o.stage == "load"):
+            self.fail(failure, summary)
+            if progress:
+                progress()
+        for o in items:
+            if isinstance(o, PatientFailure):
+                if o.stage == "load":
+                    continue
+                self.fail(o, summary)
+            else:
+                self.record(o, summary)
+            if progress:
+                progress()
+
+    def finish(self, summary: RunSummary, run_info: Mapping[str, object], seconds: float) -> None:
+        from report.html import write_report_html
+
+        from .out_folder import RUN_JSON, written_files
+        info = dict(run_info)
+        if self.sr:
+            info["sr"] = {"written": len(summary.sr_written), "not_written": dict(summary.sr_skipped)}
+        write_labels(self.out_dir / "predictions.json",
+                     [summary.reports[pid].challenge_labels() for pid in summary.order if pid in summary.reports])
+        write_json_atomic(self.out_dir / "errors.json", summary.errors)
+        done = sum(pid in summary.reports for pid in summary.order)
+        summary.line = (f"{len(summary.order)} patient(s): {done} read, {len(summary.errors)} failed, "
+                        f"{sum(r.needs_review for r in summary.reports.values())} flagged for review, {seconds:.1f} s")
+        write_report_html(self.out_dir / "report.html", self.sections, summary.errors, summary.line)
+        # Last: a run.json saying "complete" means every output above is in place.
+        write_json_atomic(self.out_dir / RUN_JSON, {**info, "complete": True, "outputs": written_files(
+            self.out_dir, self.patient_ids, self.dump_dir is not None, self.sr)})
 
 
-def previous_run(out_dir: Path) -> Optional[PreviousRun]:
-    """What OUT holds: None when it does not exist or holds nothing but the temporaries of a killed write.
-
-    Raises OutFolderError when OUT is not a folder, or holds files but no run.json of a run of this reader
-    (nothing there is known to be a run's, so nothing may be replaced)."""
-    out_dir = Path(out_dir)
-    if not out_dir.exists() and not out_dir.is_symlink():
-        return None
-    if not out_dir.is_dir():
-        raise OutFolderError("--out is not a folder", path=out_dir, what="path")
-    entries = [p for p in out_dir.iterdir() if not (p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX))]
-    if not entries:
-        return None
-    try:
-        info = json.loads((out_dir / RUN_JSON).read_text(encoding="utf-8"))
-        if not isinstance(info, dict):
-            raise ValueError("not an object")
-    except (OSError, ValueError) as e:
-        why = "no run.json" if not (out_dir / RUN_JSON).exists() else f"its run.json is unreadable ({e})"
-        raise OutFolderError(f"holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} but {why}, so none "
-                             "of it is known to be a run's outputs; nothing was changed. Choose an empty or new "
-                             "folder for --out", path=out_dir, what="folder") from None
-    listed = info.get("outputs")
-    files = _listed_files(out_dir, listed) if isinstance(listed, list) else _older_run_files(out_dir)
-    return PreviousRun(out_dir, tuple(files), bool(info.get("complete", "outputs" not in info)), info.get("run_key"))
+def _run_info(patients: Sequence[InputSource], run_info: Optional[Mapping[str, object]],
+              input_dir: Optional[Path]) -> Dict[str, object]:
+    info = dict(run_info or {})
+    if input_dir is not None:
+        info = {"input": private_path(input_dir, list(patients)), **info}
+    info["patients"] = len(patients)
+    return info
 
 
-def claim_out_folder(out_dir: Path, key: str, overwrite: bool) -> Optional[PreviousRun]:
-    """Check that OUT may take this run before anything is loaded or written; returns the earlier run whose
-    files must go (call .remove() once the run can start), or None.
-
-    A new or empty folder is taken as it is; so is a killed run with the same key (the same run again, which
-    completes it: its files are returned, to be replaced). A folder holding another run's outputs is refused
-    (OutFolderError: nothing changed) unless `overwrite`."""
-    prev = previous_run(out_dir)
-    if prev is None or not prev.files:
-        return None
-    if prev.resumed_by(key):
-        return prev
-    if not overwrite:
-        state = "a complete run" if prev.complete else "an unfinished run with other arguments"
-        raise OutFolderError(f"holds the outputs of {state} ({len(prev.files)} file(s), listed in its run.json); "
-                             "nothing was changed. Add --overwrite to remove those files and write this run there, "
-                             "or choose another --out", path=out_dir, what="folder")
-    return prev
+def begin_run(folder: RunFolder, patients: Sequence[InputSource], run_info: Optional[Mapping[str, object]],
+              input_dir: Optional[Path]) -> None:
+    """run.json at the start (redacted input path, arguments, "complete": false, the files the run may write)."""
+    folder.start(_run_info(patients, run_info, input_dir))
 
 
-def written_files(out_dir: Path, patient_ids: Sequence[str], dump_crops: bool) -> List[str]:
-    """The files a finished run wrote (run.json included), for its run.json."""
-    out_dir = Path(out_dir)
-    return sorted(set(_listed_files(out_dir, planned_outputs(patient_ids, dump_crops))) | {RUN_JSON})
+def finish_run(folder: RunFolder, summary: RunSummary, patients: Sequence[InputSource],
+               run_info: Optional[Mapping[str, object]], input_dir: Optional[Path], stage_seconds: Mapping[str, float],
+               t0: float) -> None:
+    """predictions.json, errors.json, report.html and run.json (with the redacted input path, the stage seconds,
+    "complete": true and the files written)."""
+    info = _run_info(patients, run_info, input_dir)
+    info["stage_seconds"] = {k: round(v, 3) for k, v in stage_seconds.items()}
+    folder.finish(summary, info, time.perf_counter() - t0)
+
+
+def algorithm_version(weights_dir: Optional[Path]) -> str:
+    """What an SR names as the algorithm's version: the package version and the weights manifest's sha256."""
+    from common.files import sha256_of
+
+    from .sr import SOFTWARE_VERSION
+    manifest = Path(weights_dir) / "MANIFEST.json" if weights_dir is not None else None
+    if manifest is None or not manifest.is_file():
+        return SOFTWARE_VERSION
+    return f"{SOFTWARE_VERSION} weights {sha256_of(manifest)[:12]}"

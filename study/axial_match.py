@@ -151,8 +151,11 @@ def _attach(study: Study, level_boxes) -> Study:
     sources = dict(study.sources)
     provenance = list(study.provenance)
     blank = list(study.blank_images)
+    instances = dict(study.dicom_instances)
     for p, m in matches.items():
         axial[p], geometry[p] = axial_view(slices[m.slice_index], points[p])
+        if slices[m.slice_index].instance is not None:
+            instances[f"tra/{p}"] = slices[m.slice_index].instance
         sources[f"tra/{p}"] = f"{m.label}, {m.distance_mm:.1f} mm from the level centre"
         if Study.is_blank(slices[m.slice_index].pixels) or Study.is_blank(axial[p]):
             blank.append(f"tra/{p}")
@@ -165,4 +168,4 @@ def _attach(study: Study, level_boxes) -> Study:
         provenance.append(f"axial: {len(slices) - len(used)} of {len(slices)} slices matched no level")
     return dataclasses.replace(study, axial=axial, axial_geometry=geometry, sources=sources,
                                provenance=tuple(provenance), warnings=tuple(study.warnings) + tuple(notes),
-                               blank_images=tuple(blank), pending_axial=())
+                               blank_images=tuple(blank), pending_axial=(), dicom_instances=instances)

@@ -15,7 +15,7 @@ from .errors import StudyError
 from .geometry import ImagePlane
 from .loader import MAX_PIXELS  # pixels per frame, as for PNGs: a few bytes can claim gigapixels
 from .series import SequenceInfo, SliceRef, Stack, assemble_study, make_stacks
-from .study import Study
+from .study import DicomInstance, Study
 
 PathLike = Union[str, Path]
 
@@ -459,6 +459,20 @@ def load_dicom_study(files: Sequence[PathLike], patient: str, base: Optional[Pat
                          patient=patient) from None
 
 
+def _instance_uids(ds) -> Optional[Tuple[str, str, str, str, str]]:
+    """(absolute path, SOP class, SOP instance, series and study UIDs) of a file, or None when one is missing
+    (the image is still read; nothing can then point back at it)."""
+    path = getattr(ds, "filename", None)
+    try:
+        values = [str(ds.get(k, "") or "").strip() for k in
+                  ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")]
+    except Exception:  # a malformed element: the image is read all the same, without a reference
+        return None
+    if not isinstance(path, str) or not all(values):
+        return None
+    return (os.path.abspath(path), *values)
+
+
 def _series_label(ds) -> str:
     number = ds.get("SeriesNumber")
     desc = str(ds.get("SeriesDescription", "") or ds.get("ProtocolName", "") or "").strip()
@@ -497,6 +511,7 @@ def _assemble(headers, patient: str, notes: List[str], clean) -> Study:
         label = _series_label(first) + (f" echo TE {te:g} ms" if echoes[series_uid] > 1 and te is not None else "")
         refs, bad, refused = [], [], []
         for name, ds in members:
+            uids = _instance_uids(ds)
             try:
                 planes = _planes(ds, _frame_count(ds, patient, name))
             except StudyError as e:
@@ -508,7 +523,9 @@ def _assemble(headers, patient: str, notes: List[str], clean) -> Study:
                 continue
             for plane, frame in planes:
                 refs.append(SliceRef(plane, _pixel_reader(ds, frame, patient, name, clean, cache),
-                                     name + (f" frame {frame + 1}" if frame is not None else "")))
+                                     name + (f" frame {frame + 1}" if frame is not None else ""),
+                                     None if uids is None else
+                                     DicomInstance(*uids, frame=None if frame is None else frame + 1)))
         if bad:
             notes.append(f"{label}: {len(bad)} file(s) without usable geometry ignored ({'; '.join(bad[:3])})")
         if refused:

@@ -251,3 +251,4 @@ class AxialSlice:
     plane: ImagePlane
     label: str = ""            # where it came from, for provenance (no identifying values)
     frame_of_reference: str = ""  # FrameOfReferenceUID (DICOM) so a mismatch with the sagittal can be flagged
+    instance: object = None    # study.study.DicomInstance it was read from (DICOM), else None

@@ -37,6 +37,7 @@ class SliceRef:
     plane: ImagePlane
     read: Callable[[], np.ndarray]
     name: str
+    instance: object = None    # study.study.DicomInstance (DICOM only)
 
 
 @dataclass(frozen=True)
@@ -242,11 +243,11 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
 
 
 def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], Dict[str, str], ImagePlane,
-                                                          List[str], Tuple[str, ...], Dict[int, np.ndarray]]:
+                                                          List[str], Tuple[str, ...], Dict[int, np.ndarray], Dict[str, object]]:
     """Slices 5/6/7 on the model grid (1.25 mm/px, anterior left, superior up, centred on the mid slice's
     field of view), their sources, the mid image's plane, notes, which slices show one value throughout
-    their field of view ("sag/5" ...), and each slice's field of view on the grid (True where the stored
-    slice has data). Raises StudyError."""
+    their field of view ("sag/5" ...), each slice's field of view on the grid (True where the stored
+    slice has data) and the DICOM instances read ("sag/5" -> DicomInstance; empty for NIfTI). Raises StudyError."""
     try:
         choice = choose_sagittal_slices(stack)
     except ValueError as e:
@@ -254,9 +255,11 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
     mid_ref = stack.slices[choice.indices[MID_SAGITTAL_SLICE]]
     mid_plane = model_sagittal_plane(mid_ref.plane)
     centre = mid_plane.centre_mm
-    images, masks, sources = {}, {}, {}
+    images, masks, sources, instances = {}, {}, {}, {}
     for s in SAGITTAL_SLICES:
         ref = stack.slices[choice.indices[s]]
+        if ref.instance is not None:
+            instances[f"sag/{s}"] = ref.instance
         plane = mid_plane if s == MID_SAGITTAL_SLICE else \
             model_sagittal_plane(ref.plane, centre + choice.offsets_mm[s] * stack.normal)
         pixels = ref.read()
@@ -273,7 +276,7 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
     if covered < 0.999:
         notes.append(f"{stack.label}: the field of view covers {covered:.0%} of the "
                      f"{SAGITTAL_MM_PER_PX:g} mm/px model grid; the rest is black")
-    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes, blank, masks
+    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes, blank, masks, instances
 
 
 def pending_axials(stacks: Sequence[Stack], clean: Clean) -> Tuple[List[AxialSlice], List[str]]:
@@ -287,7 +290,8 @@ def pending_axials(stacks: Sequence[Stack], clean: Clean) -> Tuple[List[AxialSli
                 notes.append(clean(f"{st.label}, slice {k + 1}: {e.problem}; left out"))
                 continue
             out.append(AxialSlice(pixels, ref.plane, clean(f"{st.label}, slice {k + 1} of {len(st.slices)} "
-                                                          f"({ref.name})"), st.frame_of_reference))
+                                                          f"({ref.name})"), st.frame_of_reference,
+                                  ref.instance))
     return out, notes
 
 
@@ -309,7 +313,7 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
             failures.append(clean(f"{st.describe()}: only {len(st.slices)} slice(s), need {MIN_SAGITTAL_SLICES}"))
             continue
         try:
-            sag, sources, plane, sag_notes, blank, fov = sagittal_images(st, patient)
+            sag, sources, plane, sag_notes, blank, fov, instances = sagittal_images(st, patient)
         except StudyError as e:
             failures.append(clean(f"{st.describe()}: {e.problem}"))
             continue
@@ -353,4 +357,5 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
     return Study(patient_id=patient, sagittal=sag, axial={}, sagittal_spacing_mm=(SAGITTAL_MM_PER_PX,) * 2,
                  sources={k: clean(v) for k, v in sources.items()}, warnings=tuple(notes),
                  blank_images=blank,
-                 provenance=tuple(prov), sagittal_geometry=plane, pending_axial=tuple(pending), sagittal_fov=fov)
+                 provenance=tuple(prov), sagittal_geometry=plane, pending_axial=tuple(pending), sagittal_fov=fov,
+                 dicom_instances=instances)

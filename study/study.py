@@ -13,6 +13,20 @@ if TYPE_CHECKING:  # only for annotations: geometry must not be imported by ever
 
 
 @dataclass(frozen=True)
+class DicomInstance:
+    """The stored DICOM object an image of the Study was read from, for results that point back at it (the
+    DICOM SR of reader.sr). UIDs link to the patient's study, so they stay here and never reach the
+    de-identified outputs (reports, HTML, predictions)."""
+
+    path: str                     # the file, absolute
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    frame: Optional[int] = None   # 1-based frame number in a multi-frame object, None for a single-frame one
+
+
+@dataclass(frozen=True)
 class Study:
     """One patient, every image as a 2-D float32 array in [0, 1] on the model's 224x224 grid.
 
@@ -48,6 +62,9 @@ class Study:
     # challenge PNGs: everything but the exactly-0 bands along the borders (study.fov.padding_mask). None
     # (or a missing slice) means the whole image.
     sagittal_fov: Optional[Mapping[int, np.ndarray]] = field(default=None, repr=False, compare=False)
+    # DICOM only: the stored object each image was read from, keyed as in `sources` ("sag/5", "tra/C2-3"; the
+    # axials once attach_axials has matched them). Never written to a de-identified output.
+    dicom_instances: Mapping[str, DicomInstance] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
         missing = [s for s in SAGITTAL_SLICES if s not in self.sagittal]

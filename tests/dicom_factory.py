@@ -560,3 +560,13 @@ def shift_px(a: np.ndarray, b: np.ndarray) -> float:
         d = i + frac
         out.append(d - n if d > n / 2 else d)
     return float(np.hypot(*out))
+
+
+if __name__ == "__main__":
+    # A phantom clinical DICOM study to try `run --sr` on (README): python tests/dicom_factory.py OUT/patient-a
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python tests/dicom_factory.py FOLDER  (writes one phantom DICOM study there)")
+    written = write_study(Path(sys.argv[1]), phantom_case()[1])
+    print(f"{sum(len(f) for f in written.files.values())} DICOM files written to {sys.argv[1]}")

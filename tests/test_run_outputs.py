@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from pipeline import cli
 from reader.folder import RunSummary, console_summary
-from reader.outputs import OutFolderError, claim_out_folder, run_key
+from reader.out_folder import OutFolderError, claim_out_folder, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
