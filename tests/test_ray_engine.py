@@ -58,3 +58,18 @@ def test_ray_run_is_byte_identical_to_a_local_run(tmp_path):
     # Only complete files: no temporary left behind.
     assert not [p for p in b.rglob(".*") if p.is_file()]
     assert '"engine": "ray"' in (b / "run.json").read_text()
+    # issue 20's OUT rules hold on Ray: run.json lists every file written (the worker-written SR included) and
+    # says the run finished; every file has the mode a local run gives it.
+    import json
+    import stat
+    info = json.loads((b / "run.json").read_text())
+    written = sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    assert info["complete"] is True and info["outputs"] == written and "sr/patient-dicom.dcm" in written
+    modes = {p.relative_to(b).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in b.rglob("*") if p.is_file()}
+    assert modes == {p.relative_to(a).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in a.rglob("*")
+                     if p.is_file()}
+    # A reused OUT is refused before Ray starts, changing nothing.
+    before = {p: p.read_bytes() for p in b.rglob("*") if p.is_file()}
+    again = _run(["--input", EXAMPLES, "--out", b, "--engine", "ray", "--workers", 2])
+    assert again.returncode == 2 and "--overwrite" in again.stderr, again.stderr[-2000:]
+    assert {p: p.read_bytes() for p in b.rglob("*") if p.is_file()} == before
