@@ -83,11 +83,7 @@ class Study:
         """One entry per distinct sagittal image: the slice number it is read as -> the slice present. A slice
         standing in as the mid slice is read as 6, every other as itself ({5: 5, 6: 6, 7: 7} when complete;
         {6: 5, 7: 7} when slice 5 stands in for a missing 6). What must not count an image twice uses these."""
-        views = {}
-        for s in self.real_sagittal:
-            key = MID_SAGITTAL_SLICE if self.sagittal_standins.get(MID_SAGITTAL_SLICE) == s else s
-            views[key] = s
-        return {k: views[k] for k in SAGITTAL_SLICES if k in views}
+        return sagittal_views_of(self.real_sagittal)
 
     def by_view(self, per_slice: Mapping[int, T]) -> Dict[int, T]:
         """Something given per slice present (boxes of a box file, images) re-keyed as sagittal_views reads it."""
@@ -125,6 +121,17 @@ class Study:
 def nearest_present(missing: int, present) -> int:
     """The slice present nearest to a missing one; between two as near, the lower number (5 before 7)."""
     return min(sorted(present), key=lambda s: abs(s - missing))
+
+
+def sagittal_views_of(present) -> Dict[int, int]:
+    """Study.sagittal_views for a patient whose sagittal slices `present` were read (training reads the images
+    of a folder without building a Study): slice number read as -> slice present, each present slice once."""
+    present = [s for s in SAGITTAL_SLICES if s in present]
+    if not present:
+        raise ValueError("no sagittal slice")
+    mid = MID_SAGITTAL_SLICE if MID_SAGITTAL_SLICE in present else nearest_present(MID_SAGITTAL_SLICE, present)
+    views = {MID_SAGITTAL_SLICE if s == mid else s: s for s in present}
+    return {k: views[k] for k in SAGITTAL_SLICES if k in views}
 
 
 def complete_sagittal(sagittal: Mapping[int, np.ndarray], fov: Optional[Mapping[int, np.ndarray]] = None,
