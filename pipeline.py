@@ -143,6 +143,22 @@ def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_s
     sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file))
 
 
+@cli.command()
+@click.option("--pred", "pred_file", required=True, type=click.Path(path_type=Path),
+              help="Predictions in the challenge format (run's predictions.json).")
+@click.option("--template", "template_file", required=True, type=click.Path(path_type=Path),
+              help="The ids to submit, in order: a JSON list of ids or of rows with an \"id\" (the challenge's "
+                   "submission template).")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path),
+              help="Submission file; the ids filled from the prior are listed beside it in NAME.filled.json.")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
+              help="Weights folder whose training prior fills the ids the predictions lack.")
+def submit(pred_file, template_file, out_file, weights_dir):
+    """A complete submission in the template's order; missing ids filled from the training prior (exit 2: refused)."""
+    from reader.submission import submit_command
+    sys.exit(submit_command(pred_file, template_file, out_file, weights_dir, echo=click.echo))
+
+
 def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",
               batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None) -> int:
     """`run` without the argument parsing: the exit code (0 all read, 1 some failed, 2 unusable)."""
