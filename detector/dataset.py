@@ -102,7 +102,8 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     """Write out_dir/{images,labels}/{train,val}/, data.yaml and split.json from a challenge-layout folder.
 
     All sagittal slices of a patient go to the same split; a slice the patient lacks is left out (its boxes
-    too). Patients in the box file without any sagittal image are skipped with an error listing them (a silent partial dataset would skew the split).
+    too). Patients in the box file without any sagittal image are an error listing them (a silent partial
+    dataset would skew the split).
     `val_ids`, when given, fixes the validation patients instead of drawing them. Patients whose geometry
     is in `exclude` (the evaluation hold-out of study.splits) are left out of both sides.
 

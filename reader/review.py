@@ -10,9 +10,9 @@ if TYPE_CHECKING:   # the reader's modules import no network library until its s
 
 
 def review_reasons(boxes: LevelBoxes, curve: CurveAssessment, study: Study, min_confidence: float) -> Tuple[str, ...]:
-    """Every reason to review: sagittal slices missing (stood in for by the nearest), levels outside the field of view or interpolated, a vertebra found with less
-    confidence than `min_confidence` (the detector's warn_confidence), anatomy and curve warnings, missing
-    axial images and images that show nothing."""
+    """Every reason to review: sagittal slices missing (stood in for by the nearest), levels outside the field of
+    view or interpolated, a vertebra found with less confidence than `min_confidence` (the detector's
+    warn_confidence), anatomy and curve warnings, missing axial images and images that show nothing."""
     reasons = []
     if study.sagittal_standins:
         reasons.append("sagittal slice(s) missing, each replaced by the nearest slice present: "

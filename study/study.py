@@ -148,7 +148,8 @@ def complete_sagittal(sagittal: Mapping[int, np.ndarray], fov: Optional[Mapping[
     if not standins:
         return dict(sagittal), (None if fov is None else dict(fov)), {}, ()
     full = {s: sagittal[standins.get(s, s)] for s in SAGITTAL_SLICES}
-    full_fov = None if fov is None else {s: fov[standins.get(s, s)] for s in SAGITTAL_SLICES if standins.get(s, s) in fov}
+    full_fov = None if fov is None else \
+        {s: fov[standins.get(s, s)] for s in SAGITTAL_SLICES if standins.get(s, s) in fov}
     notes = tuple(f"{what}{s}: sagittal slice {s} missing; slice {source} stands in for it"
                   + (" as the mid slice" if s == MID_SAGITTAL_SLICE else " in the 2.5D input")
                   for s, source in standins.items())

@@ -17,7 +17,8 @@ from hardening_helpers import GOOD, NON_UTF8_ID, ODD_NAME, SOURCE, UNREADABLE
 
 FAILED = {"bad-missing-sag", "bad-empty", "bad-not-png", "bad-truncated", "bad-bomb", "bad-link-loop",
           "zz-link-loop", UNREADABLE[0]}
-READ = set(GOOD) | {"bad-missing-axial", "warn-missing-sag", "warn-16bit", "warn-rgb", "warn-512", "ood-black", "ood-black-axial",
+READ = set(GOOD) | {"bad-missing-axial", "warn-missing-sag",
+                    "warn-16bit", "warn-rgb", "warn-512", "ood-black", "ood-black-axial",
                     "ood-flat-sag", "ood-noise", "ood-cut", "ood-gap", ODD_NAME, NON_UTF8_ID}
 
 
