@@ -108,3 +108,15 @@ def test_cli_exit_codes(make_patient, tmp_path):
     assert result.exit_code == 2
     assert "does not exist" in result.output and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_dicom_series_of_one_sagittal_slice_is_usable_and_counted_as_one(tmp_path, capsys):
+    from dicom_factory import phantom_case, write_study
+
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = sag.slices[3:4]
+    write_study(tmp_path / "batch" / "one", [sag])
+    code, lines, _ = run(tmp_path / "batch", capsys)
+    assert code == 0, lines
+    assert lines[0].startswith(f"WARN  one  sag 1/{N_SAG}") and "stands in" in lines[0]
