@@ -61,10 +61,11 @@ class Study:
         if missing:
             raise ValueError(f"Study {self.patient_id}: sagittal slice(s) {missing} missing")
         for s, source in self.sagittal_standins.items():
-            if s not in SAGITTAL_SLICES or source not in SAGITTAL_SLICES or source in self.sagittal_standins \
-                    or self.sagittal[s] is not self.sagittal[source]:
+            if s not in SAGITTAL_SLICES or source not in SAGITTAL_SLICES or source in self.sagittal_standins or \
+                    not (self.sagittal[s] is self.sagittal[source] or
+                         np.array_equal(self.sagittal[s], self.sagittal[source])):
                 raise ValueError(f"Study {self.patient_id}: sagittal slice {s} must stand in as slice {source}, "
-                                 "a slice present, with its very image")
+                                 "a slice present, with its image")
         unknown = [p for p in self.axial if p not in CANAL_POSITIONS]
         if unknown:
             raise ValueError(f"Study {self.patient_id}: unknown axial position(s) {unknown}")

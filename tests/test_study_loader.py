@@ -548,3 +548,19 @@ def test_conftest_patient_matches_the_layout(tmp_path):
     folder = write_challenge_patient(tmp_path / "x", size=32)
     assert sorted(p.name for p in (folder / "sag").iterdir()) == [f"{s}.png" for s in sorted(SAGITTAL_SLICES)]
     assert len(list((folder / "tra").iterdir())) == len(CANAL_POSITIONS)
+
+
+def test_a_study_refuses_a_stand_in_that_is_not_its_source():
+    from study.study import complete_sagittal
+
+    a, b = np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32)
+    sagittal, _, standins, notes = complete_sagittal({6: a, 7: b})
+    assert standins == {5: 6} and sagittal[5] is a and len(notes) == 1
+    assert complete_sagittal({5: a, 6: a, 7: b})[2:] == ({}, ())          # complete: unchanged, no warning
+    Study("p", sagittal, {}, sagittal_standins=standins)
+    with pytest.raises(ValueError, match="stand in"):
+        Study("p", {5: b, 6: a, 7: b}, {}, sagittal_standins={5: 6})      # slice 5 does not show slice 6's image
+    with pytest.raises(ValueError, match="stand in"):
+        Study("p", {5: a, 6: a, 7: a}, {}, sagittal_standins={5: 6, 6: 7})   # a stand-in cannot be a source
+    with pytest.raises(ValueError):
+        complete_sagittal({})
