@@ -85,7 +85,8 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.argument("stage", type=click.Choice(["detector", "classifier", "fusion", "all"]))
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Challenge-layout folder with images (repeatable). Each folder reads its own labels.json and "
-                   "boxes.json when it has them, else --labels/--boxes. The detector learns from the first.")
+                   "boxes.json (or the challenge's train.json and bounding_box_train.json, in it or beside it) "
+                   "when it has them, else --labels/--boxes. The detector learns from the first.")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Label file of the geometry fusion learns curvature from (default: the first folder's).")
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
