@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from report.run_help import RUN_HELP, RUN_SHORT_HELP   # a text-only module: --help stays fast
+from report.run_help import RUN_HELP, RUN_OPTIONS, RUN_SHORT_HELP   # text only: --help stays fast
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -94,7 +94,8 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.argument("stage", type=click.Choice(["detector", "classifier", "fusion", "all"]))
 @click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
               help="Challenge-layout folder with images (repeatable). Each folder reads its own labels.json and "
-                   "boxes.json when it has them, else --labels/--boxes. The detector learns from the first.")
+                   "boxes.json (or the challenge's train.json and bounding_box_train.json, in it or beside it) "
+                   "when it has them, else --labels/--boxes. The detector learns from the first.")
 @click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
               help="Label file of the geometry fusion learns curvature from (default: the first folder's).")
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
@@ -132,33 +133,24 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
 
 
 @cli.command(help=RUN_HELP, short_help=RUN_SHORT_HELP)
-@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
-              help="One patient or a folder of patients: challenge layout, DICOM studies or NIfTI volumes.")
+@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help=RUN_OPTIONS["input"])
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
-              help="Output folder: new or empty (or the same run killed midway); see --overwrite.")
-@click.option("--overwrite", is_flag=True,
-              help="OUT holds an earlier run's outputs: remove that run's files (those its run.json lists, "
-                   "nothing else) and write this run there.")
-@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
-              help="Use these vertebra boxes (challenge box file) instead of the detector (oracle mode).")
-@click.option("--dump-crops", is_flag=True, help="Write every crop and a contact sheet per patient to OUT/crops.")
-@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
-              help="Known labels (challenge label file) to show beside the predicted grades on the crop sheets "
-                   "(needs --dump-crops); they change no prediction.")
+              help=RUN_OPTIONS["out"])
+@click.option("--overwrite", is_flag=True, help=RUN_OPTIONS["overwrite"])
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None, help=RUN_OPTIONS["boxes"])
+@click.option("--dump-crops", is_flag=True, help=RUN_OPTIONS["dump-crops"])
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None, help=RUN_OPTIONS["labels"])
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
-              help="Where the networks run; cuda needs an NVIDIA GPU with a working driver.")
+              help=RUN_OPTIONS["device"])
 @click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
-              help="Patients loaded and pushed through the networks together.")
+              help=RUN_OPTIONS["batch-size"])
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
-              help="Weights folder (detector/, classifier/, fusion/ and MANIFEST.json, checked before loading).")
-@click.option("--sr", is_flag=True, help="Also write OUT/sr/{id}.dcm, a DICOM SR (TID 1500) per DICOM study; it "
-              "carries the source study's patient and study data, so it identifies the patient.")
+              help=RUN_OPTIONS["weights"])
+@click.option("--sr", is_flag=True, help=RUN_OPTIONS["sr"])
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="'ray': read the patients with Ray Data actors (same outputs, same OUT rules).")
-@click.option("--address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a "
-              "local Ray instance. Needs --engine ray.")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Ray actors, each loading the models once "
-              "(default: one per CPU, or per GPU with --device cuda). Needs --engine ray.")
+              help=RUN_OPTIONS["engine"])
+@click.option("--address", default=None, help=RUN_OPTIONS["address"])
+@click.option("--workers", type=click.IntRange(1), default=None, help=RUN_OPTIONS["workers"])
 def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir, sr,
         engine, address, workers):
     if labels_file is not None and not dump_crops:
@@ -167,6 +159,22 @@ def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, devi
         raise click.UsageError("--address and --workers need --engine ray")
     sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file,
                        overwrite, sr=sr, engine=engine, address=address, workers=workers))
+
+
+@cli.command()
+@click.option("--pred", "pred_file", required=True, type=click.Path(path_type=Path),
+              help="Predictions in the challenge format (run's predictions.json).")
+@click.option("--template", "template_file", required=True, type=click.Path(path_type=Path),
+              help="The ids to submit, in order: a JSON list of ids or of rows with an \"id\" (the challenge's "
+                   "submission template).")
+@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path),
+              help="Submission file; the ids filled from the prior are listed beside it in NAME.filled.json.")
+@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
+              help="Weights folder whose training prior fills the ids the predictions lack.")
+def submit(pred_file, template_file, out_file, weights_dir):
+    """A complete submission in the template's order; missing ids filled from the training prior (exit 2: refused)."""
+    from reader.submission import submit_command
+    sys.exit(submit_command(pred_file, template_file, out_file, weights_dir, echo=click.echo))
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from detector.boxes import LevelBoxes
-from study.challenge import PatientLabels, read_box_file, read_labels
+from study.challenge import BOXES_FILE, LABELS_FILE, PatientLabels, folder_files, read_box_file, read_labels
 from study.errors import StudyError
 from study.levels import CANAL_POSITIONS, DISCS
 from study.loader import find_patients, load_study
@@ -21,7 +21,6 @@ from .crops import CanalFinding, LevelCrops, find_canals, make_level_crops
 
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
-LABELS_FILE, BOXES_FILE = "labels.json", "boxes.json"
 
 
 @dataclass(frozen=True)
@@ -46,12 +45,14 @@ def build_dataset(root: PathLike, labels_file: Optional[PathLike] = None, boxes_
                   limit: Optional[int] = None) -> List[PatientRecord]:
     """Every patient of a challenge-layout folder that has boxes (and, when a label file exists, labels).
 
-    labels_file and boxes_file default to root/labels.json and root/boxes.json (what `synth` writes).
+    labels_file and boxes_file default to root/labels.json and root/boxes.json (what `synth` writes), else the
+    challenge's train.json and bounding_box_train.json (study.challenge.folder_files).
     Patients without boxes are skipped with a warning; without a label file, labels are None.
     """
     root = Path(root)
-    boxes_file = Path(boxes_file) if boxes_file else root / BOXES_FILE
-    labels_file = Path(labels_file) if labels_file else root / LABELS_FILE
+    own_labels, own_boxes = folder_files(root)
+    boxes_file = Path(boxes_file) if boxes_file else own_boxes or root / BOXES_FILE
+    labels_file = Path(labels_file) if labels_file else own_labels or root / LABELS_FILE
     contents = read_box_file(boxes_file)
     for e in contents.errors:
         log.warning("skipping a patient with bad boxes: %s", e)
@@ -68,8 +69,9 @@ def build_dataset(root: PathLike, labels_file: Optional[PathLike] = None, boxes_
         except StudyError as e:
             log.warning("skipping %s: %s", pid, e)
             continue
-        records.append(PatientRecord(study, LevelBoxes.from_patient_boxes(boxes[pid]), find_canals(study),
-                                     labels.get(pid), str(root)))
+        # A stand-in slice shows its source's image: its boxes are the source's too, as `run --boxes` gives them.
+        level_boxes = LevelBoxes.from_patient_boxes(boxes[pid]).standing_in(study.sagittal_standins)
+        records.append(PatientRecord(study, level_boxes, find_canals(study), labels.get(pid), str(root)))
         if limit is not None and len(records) >= limit:
             break
     return records

@@ -1,7 +1,7 @@
 """The LevelBoxes hand-off: one box per vertebra C2..C7 on each sagittal slice, plus the five disc boxes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Tuple
 
 from study.challenge import BOX_PADDING_PX, Box, PatientBoxes, body_centre  # noqa: F401 (body_centre: re-exported)
@@ -61,6 +61,14 @@ class LevelBoxes:
         vert = {s: {lv: LevelBox(boxes.boxes[s][lv]) for lv in VERTEBRAE} for s in SAGITTAL_SLICES}
         discs = {s: {d: LevelBox(b) for d, b in disc_boxes(boxes.boxes[s]).items()} for s in SAGITTAL_SLICES}
         return LevelBoxes(boxes.patient_id, vert, discs)
+
+    def standing_in(self, standins: Mapping[int, int]) -> "LevelBoxes":
+        """These boxes with each stand-in slice (Study.sagittal_standins: missing slice -> slice present) given
+        the boxes of the slice whose image it carries; unchanged without stand-ins."""
+        if not standins:
+            return self
+        return replace(self, vertebrae={s: self.vertebrae[standins.get(s, s)] for s in SAGITTAL_SLICES},
+                       discs={s: self.discs[standins.get(s, s)] for s in SAGITTAL_SLICES})
 
     def as_patient_boxes(self) -> PatientBoxes:
         return PatientBoxes(self.patient_id, {s: {lv: lb.box for lv, lb in self.vertebrae[s].items()}

@@ -19,7 +19,7 @@ def cli():
 @cli.command("build-dataset")
 @click.option("--input", "layout_dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
-              help="Challenge box file (default: INPUT/boxes.json).")
+              help="Challenge box file (default: INPUT/boxes.json, else the challenge's bounding_box_train.json).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -27,7 +27,7 @@ def cli():
 def build_dataset_cmd(layout_dir, boxes_file, out_dir, val_fraction, seed, design):
     """Export an ultralytics dataset (images/, labels/, data.yaml) with a patient-level split."""
     from .dataset import build_dataset
-    info = build_dataset(layout_dir, boxes_file or layout_dir / "boxes.json", out_dir, val_fraction, seed, design)
+    info = build_dataset(layout_dir, boxes_file or _own_boxes(layout_dir), out_dir, val_fraction, seed, design)
     click.echo(f"wrote {info.n_images} images ({len(info.train_ids)} train / {len(info.val_ids)} val patients) "
                f"-> {info.data_yaml}")
 
@@ -86,7 +86,7 @@ def train_cmd(layout_dir, boxes_file, out_dir, epochs, design, model_yaml, eval_
         title = text[0].lstrip("# ").strip() if text and text[0].startswith("#") else f.stem
         sections[title] = "\n".join(text[1:] if text and text[0].startswith("#") else text)
     command = "python -m detector train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    result = train(layout_dir, boxes_file or layout_dir / "boxes.json", out_dir, cfg, tc, sets, work_dir,
+    result = train(layout_dir, boxes_file or _own_boxes(layout_dir), out_dir, cfg, tc, sets, work_dir,
                    data_description=data_description, card_sections=sections, real_check=real_check,
                    exclude=exclude, command=command, extra_dirs=extra_dirs, init_weights=init_weights)
     click.echo(f"weights -> {result.weights_dir} ({result.epochs} epochs, {result.train_seconds / 60:.1f} min)")
@@ -140,3 +140,9 @@ def compare_cmd(runs):
 
 def main():
     cli()
+
+
+def _own_boxes(layout_dir: Path) -> Path:
+    """The folder's own box file: boxes.json (phantoms), else the challenge's bounding_box_train.json."""
+    from study.challenge import folder_files
+    return folder_files(layout_dir)[1] or layout_dir / "boxes.json"

@@ -66,11 +66,15 @@ def read_extra_folder(folder: Path) -> Dict[str, VisibleBoxes]:
         patients = {p.patient_id: VisibleBoxes.of(p) for p in contents.patients}
     else:
         raise InputError(f"neither {VISIBLE_BOXES_FILE} nor boxes.json found", path=folder)
-    missing = [pid for pid in patients
-               if not all((folder / pid / "sag" / f"{s}.png").is_file() for s in SAGITTAL_SLICES)]
+    missing = [pid for pid in patients if not present_slices(folder / pid)]
     if missing:
-        raise InputError(f"{len(missing)} patient(s) have no sag/5,6,7.png: {missing[:5]}", path=folder)
+        raise InputError(f"{len(missing)} patient(s) have none of sag/5,6,7.png: {missing[:5]}", path=folder)
     return patients
+
+
+def present_slices(patient_dir: Path) -> Tuple[int, ...]:
+    """The sagittal slices a patient folder holds (sag/{5,6,7}.png): the detector learns from those only."""
+    return tuple(s for s in SAGITTAL_SLICES if (patient_dir / "sag" / f"{s}.png").is_file())
 
 
 def yolo_label_lines(items: Sequence[Tuple[int, Box]], image_size: int = IMAGE_SIZE) -> List[str]:
@@ -97,8 +101,9 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
                   extra_dirs: Sequence[PathLike] = (), config: Optional[DetectorConfig] = None) -> DatasetInfo:
     """Write out_dir/{images,labels}/{train,val}/, data.yaml and split.json from a challenge-layout folder.
 
-    All three sagittal slices of a patient go to the same split. Patients in the box file without
-    images are skipped with an error listing them (a silent partial dataset would skew the split).
+    All sagittal slices of a patient go to the same split; a slice the patient lacks is left out (its boxes
+    too). Patients in the box file without any sagittal image are an error listing them (a silent partial
+    dataset would skew the split).
     `val_ids`, when given, fixes the validation patients instead of drawing them. Patients whose geometry
     is in `exclude` (the evaluation hold-out of study.splits) are left out of both sides.
 
@@ -116,10 +121,9 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
                          path=boxes_file)
     patients: Dict[str, PatientBoxes] = {p.patient_id: p for p in contents.patients
                                          if split_key(p.patient_id) not in exclude}
-    missing = [pid for pid in patients
-               if not all((layout_dir / pid / "sag" / f"{s}.png").is_file() for s in SAGITTAL_SLICES)]
+    missing = [pid for pid in patients if not present_slices(layout_dir / pid)]
     if missing:
-        raise InputError(f"{len(missing)} patient(s) in the box file have no sag/5,6,7.png under {layout_dir}: "
+        raise InputError(f"{len(missing)} patient(s) in the box file have none of sag/5,6,7.png under {layout_dir}: "
                          f"{missing[:5]}", path=boxes_file)
     if val_ids:
         unknown = sorted(set(val_ids) - set(patients))
@@ -158,7 +162,7 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
         (out_dir / "labels" / split).mkdir(parents=True, exist_ok=True)
         for pid in ids:
             folder, boxes = sources[pid]
-            for s in SAGITTAL_SLICES:
+            for s in present_slices(folder / pid):   # a slice the patient lacks is skipped, never the patient
                 stem = image_name(pid, s)
                 export_image(folder / pid / "sag" / f"{s}.png", out_dir / "images" / split / f"{stem}.png", config)
                 lines = yolo_label_lines(slice_boxes(boxes, s, class_design))

@@ -9,8 +9,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from study.challenge import PatientBoxes, read_box_file
+from study.challenge import PatientBoxes, folder_files, read_box_file
 from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
+from study.study import sagittal_views_of
 
 from .boxes import LevelBoxes, disc_boxes
 
@@ -84,11 +85,13 @@ def _spacing_rc(sp: Optional[Spacing]) -> Optional[Tuple[float, float]]:
 
 
 def evaluate(pred: Mapping[str, LevelBoxes], truth: Mapping[str, PatientBoxes],
-             spacing_mm: Optional[Mapping[str, Spacing]] = None) -> DetectorMetrics:
+             spacing_mm: Optional[Mapping[str, Spacing]] = None,
+             slices: Optional[Mapping[str, Sequence[int]]] = None) -> DetectorMetrics:
     """Score predictions against true vertebra boxes (true discs by the same disc_box_between rule).
 
     Only patients present in both are scored; spacing_mm maps patient id to mm per pixel (one number,
-    or (row, column)) and enables the mm columns for the patients that have it.
+    or (row, column)) and enables the mm columns for the patients that have it. slices: per patient the
+    sagittal slices it has images of (Study.real_sagittal; default all three): a stand-in is not scored.
     """
     ids = sorted(set(pred) & set(truth))
     if not ids:
@@ -100,7 +103,8 @@ def evaluate(pred: Mapping[str, LevelBoxes], truth: Mapping[str, PatientBoxes],
         p, t = pred[pid], truth[pid]
         sp = _spacing_rc((spacing_mm or {}).get(pid))
         ok_slices = []
-        for s in SAGITTAL_SLICES:
+        scored = tuple((slices or {}).get(pid, SAGITTAL_SLICES))
+        for s in scored:
             t_vert = t.boxes[s]
             t_disc = disc_boxes(t_vert)
             ok = True
@@ -118,7 +122,9 @@ def evaluate(pred: Mapping[str, LevelBoxes], truth: Mapping[str, PatientBoxes],
                     ok = False
             ok_slices.append(ok)
         all_ok.append(all(ok_slices))
-        mid_ok.append(ok_slices[SAGITTAL_SLICES.index(6)] if 6 in SAGITTAL_SLICES else ok_slices[0])
+        # The mid slice, or the slice read as the mid slice when 6 is missing (Study.sagittal_views).
+        mid = 6 if 6 in scored else sagittal_views_of(scored)[6]
+        mid_ok.append(ok_slices[scored.index(mid)])
         if not all(ok_slices):
             failed.append(pid)
 
@@ -170,15 +176,17 @@ def evaluate_folder(detector, layout_dir: PathLike, boxes_file: Optional[PathLik
     from study.loader import load_study
 
     layout_dir = Path(layout_dir)
-    truth = read_box_file(boxes_file or layout_dir / "boxes.json").by_id()
+    truth = read_box_file(boxes_file or folder_files(layout_dir)[1] or layout_dir / "boxes.json").by_id()
     wanted: List[str] = sorted(ids) if ids is not None else sorted(truth)
     spacing = phantom_spacing(layout_dir)
     preds: Dict[str, LevelBoxes] = {}
+    real: Dict[str, Tuple[int, ...]] = {}
     for start in range(0, len(wanted), batch_patients):
         studies = [load_study(layout_dir / pid, require_all_axial=False) for pid in wanted[start:start + batch_patients]]
-        for lb in detector.predict_batch(studies):
+        for st, lb in zip(studies, detector.predict_batch(studies)):
             preds[lb.patient_id] = lb
-    return evaluate(preds, truth, spacing), preds
+            real[lb.patient_id] = st.real_sagittal
+    return evaluate(preds, truth, spacing, real), preds
 
 
 @dataclass(frozen=True)

@@ -126,9 +126,15 @@ class Detector:
         return self.predict_batch([study])[0]
 
     def predict_batch(self, studies: Sequence[Study], batch_slices: int = 48) -> List[LevelBoxes]:
-        """LevelBoxes for each study; slices of several studies go through the network together."""
+        """LevelBoxes for each study; slices of several studies go through the network together.
+
+        A slice standing in for a missing one (Study.sagittal_standins) is not read twice: the levels are placed
+        on the distinct images only (Study.sagittal_views, so the cross-slice consensus counts each image once)
+        and the stand-in slice gets its source's boxes."""
         stacks = [(st.patient_id, st.sagittal_stack()) for st in studies]
-        flat = [(k, si, img) for k, (_, stack) in enumerate(stacks) for si, img in enumerate(stack)]
+        views = [st.sagittal_views for st in studies]
+        flat = [(k, si, img) for k, (_, stack) in enumerate(stacks) for si, img in enumerate(stack)
+                if SAGITTAL_SLICES[si] in views[k]]
         raw: Dict[Tuple[int, int], Tuple[Candidates, Candidates]] = {}
         normalised = {(k, si): normalise_slice(img, self.config) for k, si, img in flat} if self.refiner else {}
         shapes = sorted({img.shape for _, _, img in flat})
@@ -140,8 +146,8 @@ class Detector:
                     raw[(k, si)] = r
         out = []
         for k, (pid, _) in enumerate(stacks):
-            vert = {s: raw[(k, si)][0] for si, s in enumerate(SAGITTAL_SLICES)}
-            disc = {s: raw[(k, si)][1] for si, s in enumerate(SAGITTAL_SLICES)}
+            vert = {s: raw[(k, si)][0] for si, s in enumerate(SAGITTAL_SLICES) if s in views[k]}
+            disc = {s: raw[(k, si)][1] for si, s in enumerate(SAGITTAL_SLICES) if s in views[k]}
             refine = None
             if self.refiner is not None:
                 def refine(requests, k=k):
@@ -149,8 +155,12 @@ class Detector:
                     done = self.refiner.refine_many([(normalised[(k, SAGITTAL_SLICES.index(s))], *requests[s])
                                                      for s in order])
                     return dict(zip(order, done))
-            fov = {s: studies[k].field_of_view(s) for s in SAGITTAL_SLICES}
-            out.append(assemble(pid, vert, disc, self.config, refine, fov))
+            fov = {s: studies[k].field_of_view(s) for s in views[k]}
+            found = assemble(pid, vert, disc, self.config, refine, fov)
+            if studies[k].sagittal_standins:
+                found = replace(found, vertebrae=studies[k].to_all_slices(found.vertebrae),
+                                discs=studies[k].to_all_slices(found.discs))
+            out.append(found)
         return out
 
 

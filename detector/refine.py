@@ -120,6 +120,8 @@ def _training_samples(layout_dir: Path, boxes_file: Path, ids: Sequence[str], cf
     images, boxes, levels, owners = [], [], [], []
     for pid in ids:
         for s in SAGITTAL_SLICES:
+            if not (layout_dir / pid / "sag" / f"{s}.png").is_file():
+                continue   # a slice the patient lacks: its boxes are not learnt from
             img, _ = read_image(layout_dir / pid / "sag" / f"{s}.png")   # as the detector reads it at inference
             images.append(normalise_slice(img, cfg))
             for li, lv in enumerate(VERTEBRAE):

@@ -16,9 +16,11 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from study.challenge import PatientBoxes, PatientLabels, read_box_file, read_labels
+from study.challenge import BOXES_FILE, LABELS_FILE, PatientBoxes, PatientLabels, folder_files, read_box_file, \
+    read_labels
 from study.levels import ALIGNMENT_SCORED_CLASS, SAGITTAL_SLICES
 from study.splits import split_key
+from study.study import sagittal_views_of
 
 from .booster import fit_booster
 from .card import write_model_card
@@ -78,7 +80,7 @@ def detector_boxes(detector_weights: PathLike, batch: int = 16) -> Callable[[Pat
 
 
 def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
-                  boxes_name: str = "boxes.json", only: Optional[Set[str]] = None,
+                  boxes_name: str = BOXES_FILE, only: Optional[Set[str]] = None,
                   box_source: BoxSource = None) -> AlignmentTable:
     """Features of every patient of the phantom folders whose geometry is not in `exclude` (and is in `only`).
 
@@ -88,14 +90,23 @@ def phantom_table(folders: Sequence[PathLike], exclude: Set[str] = frozenset(),
     rows: List[Dict[str, float]] = []
     poor: List[int] = []
     for folder in map(Path, folders):
-        labels = {lab.patient_id: lab for lab in read_labels(folder / "labels.json")}
-        patients = [p for p in read_box_file(folder / boxes_name).patients
+        own_labels, own_boxes = folder_files(folder)   # labels.json/boxes.json, or the challenge's own names
+        boxes_file = folder / boxes_name if boxes_name != BOXES_FILE or own_boxes is None else own_boxes
+        labels = {lab.patient_id: lab for lab in read_labels(own_labels or folder / LABELS_FILE)}
+        patients = [p for p in read_box_file(boxes_file).patients
                     if p.patient_id in labels and split_key(p.patient_id) not in exclude
                     and (only is None or split_key(p.patient_id) in only) and (folder / p.patient_id).is_dir()]
         if box_source is not None:
             placed = box_source(folder, [p.patient_id for p in patients])
             patients = [placed[p.patient_id] for p in patients]
         images = {p.patient_id: load_sagittal(folder / p.patient_id) for p in patients}
+        # As `run` measures a patient with missing sagittal slices: each image present once, read as its view
+        # (a lone slice 5 as the mid slice), with its own boxes (reader.core.Reader._assess).
+        views = {pid: sagittal_views_of(im) for pid, im in images.items() if im}
+        patients = [replace(p, boxes={k: p.boxes[src] for k, src in views[p.patient_id].items()})
+                    if len(views[p.patient_id]) < len(SAGITTAL_SLICES) else p
+                    for p in patients if p.patient_id in views]
+        images = {pid: {k: images[pid][src] for k, src in v.items()} for pid, v in views.items()}
         pids, prow, _ = feature_rows(patients, sagittal=images)
         ids += pids
         rows += prow

@@ -136,16 +136,7 @@ class FusionModel:
     def label_frequencies(self) -> Tuple[np.ndarray, np.ndarray, str]:
         """(curvature, alignment) class frequencies of the training labels (fusion.json label_prior), and a
         note on where they come from. Weights without the block give class 0 ... with a note saying so."""
-        block = self.meta.get(LABEL_PRIOR_KEY)
-        if not isinstance(block, Mapping):
-            return (np.eye(len(CURVATURE_CLASSES))[0], np.eye(len(ALIGNMENT_CLASSES))[0],
-                    f"predictions.json needs an integer; these weights carry no label prior ({META_FILE} "
-                    f"{LABEL_PRIOR_KEY}), so class 0 was written")
-        curv = np.asarray(block["curvature_counts"], float)
-        align = np.asarray(block["alignment_counts"], float)
-        return (curv / curv.sum(), align / align.sum(),
-                "predictions.json needs an integer: the most frequent class among the fusion stage's training "
-                f"labels ({int(block.get('n_patients', 0))} patients; {META_FILE} {LABEL_PRIOR_KEY})")
+        return label_frequencies(self.meta)
 
     def prior_assessment(self, patient_id: str, reason: str, warnings: Sequence[str] = ()) -> CurveAssessment:
         """The assessment of a patient whose curve cannot be read: the training prior, marked not assessed."""
@@ -251,3 +242,17 @@ def predict(model: FusionModel, patient: PatientBoxes,
     if extra_features:
         feats.update(extra_features)
     return model.assess(patient.patient_id, feats, warnings)
+
+
+def label_frequencies(meta: Mapping[str, object]) -> Tuple[np.ndarray, np.ndarray, str]:
+    """FusionModel.label_frequencies from fusion.json's contents alone (what `submit` reads: no booster needed)."""
+    block = meta.get(LABEL_PRIOR_KEY)
+    if not isinstance(block, Mapping):
+        return (np.eye(len(CURVATURE_CLASSES))[0], np.eye(len(ALIGNMENT_CLASSES))[0],
+                f"predictions.json needs an integer; these weights carry no label prior ({META_FILE} "
+                f"{LABEL_PRIOR_KEY}), so class 0 was written")
+    curv = np.asarray(block["curvature_counts"], float)
+    align = np.asarray(block["alignment_counts"], float)
+    return (curv / curv.sum(), align / align.sum(),
+            "predictions.json needs an integer: the most frequent class among the fusion stage's training "
+            f"labels ({int(block.get('n_patients', 0))} patients; {META_FILE} {LABEL_PRIOR_KEY})")

@@ -1,7 +1,7 @@
 """Reader: the three stages loaded once, and the reading of a batch of studies into typed results and failures."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
@@ -164,7 +164,10 @@ class Reader:
 
         if given is not None:
             boxes_list = [_guarded(lambda st=st: given.for_patient(st.patient_id), "boxes") for st in studies]
-            boxes_list = [_Failed("boxes", b) if isinstance(b, str) else b for b in boxes_list]
+            # A stand-in slice shows its source's image: it gets the box file's boxes of that slice.
+            boxes_list = [_Failed("boxes", b) if isinstance(b, str) else
+                          b if isinstance(b, _Failed) else b.standing_in(st.sagittal_standins)
+                          for st, b in zip(studies, boxes_list)]
             source = BOXES_GIVEN
         else:
             if self.detector is None:
@@ -207,14 +210,19 @@ class Reader:
         from .review import review_reasons
 
         with self.clock("fusion"):
+            # Each distinct sagittal image once: a stand-in slice would count its source twice in the per-slice
+            # spread and the consensus (Study.sagittal_views; all three slices for a complete patient).
+            views = study.sagittal_views
             patient_boxes = boxes.as_patient_boxes()
+            patient_boxes = replace(patient_boxes, boxes={s: patient_boxes.boxes[s] for s in views})
             curve = assess_curve(self.fusion, patient_boxes, spacing_mm=study.sagittal_spacing_mm,
-                                 outside_fov=boxes.outside_fov, sagittal=study.sagittal,
+                                 outside_fov=boxes.outside_fov, sagittal={s: study.sagittal[s] for s in views},
                                  disc_probs=grades.disc_probabilities, canal_probs=grades.canal_probabilities)
         level_lps, canal_lps = patient_space_centres(study, boxes, crops)
         report = PatientReport(study.patient_id, boxes, grades, curve, box_source, tuple(study.warnings),
                                review_reasons(boxes, curve, study, self.review_min_confidence), dict(study.sources),
-                               tuple(study.provenance), level_centres_lps=level_lps, axial_canal_centres_lps=canal_lps)
+                               tuple(study.provenance), level_centres_lps=level_lps, axial_canal_centres_lps=canal_lps,
+                               sagittal_standins=dict(study.sagittal_standins))
         return PatientResult(study, boxes, crops, grades, curve, report)
 
 

@@ -12,10 +12,13 @@ if TYPE_CHECKING:   # the reader's modules import no network library until its s
 
 
 def review_reasons(boxes: LevelBoxes, curve: CurveAssessment, study: Study, min_confidence: float) -> Tuple[str, ...]:
-    """Every reason to review: levels outside the field of view or interpolated, a vertebra found with less
-    confidence than `min_confidence` (the detector's warn_confidence), anatomy and curve warnings, missing
-    axial images and images that show nothing."""
+    """Every reason to review: sagittal slices missing (stood in for by the nearest), levels outside the field of
+    view or interpolated, a vertebra found with less confidence than `min_confidence` (the detector's
+    warn_confidence), anatomy and curve warnings, missing axial images and images that show nothing."""
     reasons = []
+    if study.sagittal_standins:
+        reasons.append("sagittal slice(s) missing, each replaced by the nearest slice present: "
+                       + ", ".join(f"{s} by {src}" for s, src in sorted(study.sagittal_standins.items())))
     outside = boxes.outside_fov
     if outside:
         reasons.append(f"level(s) {', '.join(outside)} outside the field of view: not graded"

@@ -11,13 +11,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Set, Tuple
 
-from study.challenge import read_labels
+from study.challenge import BOXES_FILE, CHALLENGE_BOXES_FILE, CHALLENGE_LABELS_FILE, LABELS_FILE, folder_files, \
+    read_labels
 from study.errors import InputError
 from study.splits import HOLDOUT_FILE, holdout_split, read_holdout, write_holdout
 
 from .manifest import STAGES, write_manifest
-
-LABELS_FILE, BOXES_FILE = "labels.json", "boxes.json"
 
 
 @dataclass(frozen=True)
@@ -33,18 +32,21 @@ class TrainingData:
 
 
 def resolve_data(data_dirs: Sequence[Path], labels: Optional[Path], boxes: Optional[Path]) -> TrainingData:
-    """Each folder uses its own labels.json/boxes.json when present, else --labels/--boxes; both must exist."""
+    """Each folder uses its own labels.json/boxes.json (or the challenge's train.json/bounding_box_train.json,
+    in it or beside it: study.challenge.folder_files) when present, else --labels/--boxes; both must exist."""
     if not data_dirs:
         raise InputError("give at least one --data folder (challenge layout with images)")
     files: Dict[Path, Tuple[Path, Path]] = {}
     for d in map(Path, data_dirs):
         if not d.is_dir():
             raise InputError("not a folder", path=d)
-        lab = d / LABELS_FILE if (d / LABELS_FILE).is_file() else labels
-        box = d / BOXES_FILE if (d / BOXES_FILE).is_file() else boxes
+        own_labels, own_boxes = folder_files(d)
+        lab = own_labels or labels
+        box = own_boxes or boxes
         if lab is None or box is None or not Path(lab).is_file() or not Path(box).is_file():
-            raise InputError(f"needs a label file and a box file: it has no {LABELS_FILE}/{BOXES_FILE} and "
-                             "--labels/--boxes were not given (or do not exist)", path=d)
+            raise InputError(f"needs a label file and a box file: it has no {LABELS_FILE}/{BOXES_FILE} (nor the "
+                             f"challenge's {CHALLENGE_LABELS_FILE}/{CHALLENGE_BOXES_FILE}) and --labels/--boxes were "
+                             "not given (or do not exist)", path=d)
         files[d] = (Path(lab), Path(box))
     first = Path(data_dirs[0])
     return TrainingData(tuple(map(Path, data_dirs)), files, Path(labels) if labels else files[first][0],

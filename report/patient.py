@@ -51,6 +51,9 @@ class PatientReport:
     # on the mid-sagittal image; canal position -> the canal centre found on its axial image.
     level_centres_lps: Optional[Dict[str, Tuple[float, float, float]]] = None
     axial_canal_centres_lps: Optional[Dict[str, Tuple[float, float, float]]] = None
+    # Sagittal slices the input lacked -> the slice present that stood in for each (Study.sagittal_standins):
+    # their boxes are that slice's.
+    sagittal_standins: Dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self):
         # Nothing outside the field of view may be graded: the classifier must have withheld exactly those.
@@ -103,6 +106,9 @@ class PatientReport:
         # Only when something lies outside the field of view, so that every other report stays as it was.
         if self.boxes.outside_fov:
             self._not_graded(out)
+        # Only for a patient with missing sagittal slices, so that every other report stays as it was.
+        if self.sagittal_standins:
+            out["levels"]["sagittal_standins"] = {str(s): int(src) for s, src in sorted(self.sagittal_standins.items())}
         # Only where known, so that a challenge-PNG report stays as it was.
         if self.level_centres_lps is not None:
             out["levels"]["centres_lps"] = {lv: _lps(v) for lv, v in self.level_centres_lps.items()}

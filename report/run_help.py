@@ -1,4 +1,4 @@
-"""The `run` command's help text (pipeline.py shows it); text only, no imports, so `--help` stays fast."""
+"""The `run` command's help texts (pipeline.py shows them); text only, no imports, so `--help` stays fast."""
 
 RUN_HELP = """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json, run.json
 (and sr/{id}.dcm with --sr).
@@ -21,3 +21,25 @@ run's outputs is refused and left as it is, unless --overwrite is given. --engin
 writes the same outputs."""
 
 RUN_SHORT_HELP = "Read every patient: predictions.json, reports/, report.html, errors.json."
+
+# Each option's help, by option name.
+RUN_OPTIONS = {
+    "input": "One patient or a folder of patients: challenge layout, DICOM studies or NIfTI volumes.",
+    "out": "Output folder: new or empty (or the same run killed midway); see --overwrite.",
+    "overwrite": "OUT holds an earlier run's outputs: remove that run's files (those its run.json lists, nothing "
+                 "else) and write this run there.",
+    "boxes": "Use these vertebra boxes (challenge box file) instead of the detector (oracle mode).",
+    "dump-crops": "Write every crop and a contact sheet per patient to OUT/crops.",
+    "labels": "Known labels (challenge label file) to show beside the predicted grades on the crop sheets (needs "
+              "--dump-crops); they change no prediction.",
+    "device": "Where the networks run; cuda needs an NVIDIA GPU with a working driver.",
+    "batch-size": "Patients loaded and pushed through the networks together.",
+    "weights": "Weights folder (detector/, classifier/, fusion/ and MANIFEST.json, checked before loading).",
+    "sr": "Also write OUT/sr/{id}.dcm, a DICOM SR (TID 1500) per DICOM study; it carries the source study's "
+          "patient and study data, so it identifies the patient.",
+    "engine": "'ray': read the patients with Ray Data actors (same outputs, same OUT rules).",
+    "address": "Ray cluster to join (e.g. ray://head:10001 or auto); default: a local Ray instance. Needs "
+               "--engine ray.",
+    "workers": "Ray actors, each loading the models once (default: one per CPU, or per GPU with --device cuda). "
+               "Needs --engine ray.",
+}

@@ -28,6 +28,24 @@ BOX_PADDING_PX = 3.0
 
 _KEY_ID, _KEY_CURVATURE, _KEY_ALIGNMENT, _KEY_DISC, _KEY_CANAL = "id", "qd", "sl", "zjppt", "zyzg"
 
+# File names of a training folder: what `synth` writes, then the CervAI challenge's own, as downloaded (its
+# training labels and boxes; the test patients' boxes come as bounding_box_test.json, for `run --boxes`).
+LABELS_FILE, BOXES_FILE = "labels.json", "boxes.json"
+CHALLENGE_LABELS_FILE, CHALLENGE_BOXES_FILE = "train.json", "bounding_box_train.json"
+CHALLENGE_TEST_BOXES_FILE = "bounding_box_test.json"
+
+
+def folder_files(folder: PathLike) -> Tuple[Union[Path, None], Union[Path, None]]:
+    """(label file, box file) of a training folder, each None when absent: labels.json / boxes.json in the
+    folder (phantoms), else the challenge's train.json / bounding_box_train.json in the folder or, as the
+    challenge's download may keep them, in the folder above it."""
+    folder = Path(folder)
+
+    def first(*candidates: Path) -> Union[Path, None]:
+        return next((c for c in candidates if c.is_file()), None)
+    return (first(folder / LABELS_FILE, folder / CHALLENGE_LABELS_FILE, folder.parent / CHALLENGE_LABELS_FILE),
+            first(folder / BOXES_FILE, folder / CHALLENGE_BOXES_FILE, folder.parent / CHALLENGE_BOXES_FILE))
+
 
 @dataclass(frozen=True)
 class PatientLabels:

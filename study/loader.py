@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from .errors import StudyError
 from .fov import describe_padding, padding_mask
 from .levels import CANAL_POSITIONS, IMAGE_SIZE, SAGITTAL_SLICES, axial_file_stem
-from .study import Study
+from .study import Study, complete_sagittal
 
 PathLike = Union[str, Path]
 log = logging.getLogger(__name__)
@@ -127,8 +127,9 @@ def load_study(patient_dir: PathLike, require_all_axial: bool = True, root: Opti
     """Load one challenge-layout patient; raises one StudyError naming the patient and the file.
 
     With require_all_axial=False a missing or unusable axial image only warns and its position is
-    left out of Study.axial; missing or unusable sagittal slices are always errors. With `root` (the
-    input folder), file names in Study.sources and in errors are relative to it (see inspect_study).
+    left out of Study.axial. An absent sagittal slice is replaced by the nearest one present (a warning;
+    Study.sagittal_standins); no sagittal image at all, or one that is there but unreadable, is an error.
+    With `root` (the input folder), file names in Study.sources and in errors are relative to it.
     """
     report = inspect_study(patient_dir, require_all_axial, root)
     if report.study is None:
@@ -224,9 +225,12 @@ class _FolderCheck:
                 if not mask.all():
                     self.notes.append(f"{self.shown(Path(self.sources[f'{SAGITTAL_DIR}/{s}']))}: "
                                       f"{describe_padding(mask)} are padding (exactly 0), outside the field of view")
-            study = Study(patient_id=self.pid, sagittal=self.sagittal, axial=self.axial,
+            sagittal, fov, standins, standin_notes = complete_sagittal(self.sagittal, fov, f"{SAGITTAL_DIR}/")
+            self.notes.extend(standin_notes)
+            study = Study(patient_id=self.pid, sagittal=sagittal, axial=self.axial,
                           sources={k: self.shown(Path(v)) for k, v in self.sources.items()},
-                          warnings=tuple(self.notes), blank_images=tuple(self.blank), sagittal_fov=fov)
+                          warnings=tuple(self.notes), blank_images=tuple(self.blank), sagittal_fov=fov,
+                          sagittal_standins=standins)
         shown_errors = tuple(e if e.path is None or self.root is None else
                              StudyError(e.problem, patient=e.patient, path=self.shown(Path(e.path)), what=e.what)
                              for e in self.errors)
@@ -277,7 +281,8 @@ class _FolderCheck:
         return sag_dir, tra_dir
 
     def read_sagittal(self, sag_dir: Optional[Path]) -> None:
-        """Sagittal slices: every one is required."""
+        """Sagittal slices: at least one is required. An absent slice is replaced by the nearest one present
+        (study.study.complete_sagittal, with a warning); a file that is there but unreadable is an error."""
         if sag_dir is None:
             self.error(f"sagittal folder {SAGITTAL_DIR}/ is missing", self.patient_dir / SAGITTAL_DIR, "folder")
             return
@@ -290,7 +295,6 @@ class _FolderCheck:
         for s in SAGITTAL_SLICES:
             path, note = _find_image(sag_entries, str(s))
             if path is None:
-                self.error(f"missing sagittal slice {s}", sag_dir / f"{s}{IMAGE_SUFFIX}")
                 continue
             used.append(path)
             try:
@@ -305,6 +309,9 @@ class _FolderCheck:
             if Study.is_blank(image):
                 self.blank.append(f"{SAGITTAL_DIR}/{s}")
             self.image_notes(path, note, image_notes)
+        if not used:
+            self.error(f"no sagittal image: expected at least one of {_names_hint(SAGITTAL_DIR, SAGITTAL_SLICES)}",
+                       sag_dir)
         _note_unexpected(sag_entries, used, sag_dir, self.rel, self.notes)
 
     def axial_problem(self, message: str, path: Path) -> None:
@@ -564,6 +571,10 @@ def _relative(path: Path, base: Path) -> str:
         return path.relative_to(base).as_posix()
     except ValueError:
         return str(path)
+
+
+def _names_hint(folder: str, stems) -> str:
+    return f"{folder}/{{{','.join(map(str, stems))}}}{IMAGE_SUFFIX}"
 
 
 def _layout_hint() -> str:

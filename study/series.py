@@ -13,7 +13,7 @@ from .geometry import (
     orientation_of, resample, unit_range,
 )
 from .levels import MID_SAGITTAL_SLICE, SAGITTAL_SLICES
-from .study import Study
+from .study import Study, complete_sagittal
 
 # Slices of one series whose normals differ by more than this belong to different stacks (a 3-plane
 # localiser, or axial blocks angled to different discs).
@@ -210,14 +210,17 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
     """Mid slice = the one nearest the middle of the stack; 5 and 7 = nearest to 3 mm either side.
 
     Slice 5 lies toward the patient's right, 7 toward the left (the phantom's convention: lateral
-    offset x grows toward the patient's left and slice 5 sits at x < 0).
+    offset x grows toward the patient's left and slice 5 sits at x < 0). A series of 1 or 2 slices has no
+    slice on one side (or either): that slice is left out of `indices`, and the Study's loader lets the
+    nearest slice stand in for it (study.study.complete_sagittal).
     """
     pos = stack.positions_mm
     n = len(pos)
-    if n < MIN_SAGITTAL_SLICES:
-        raise ValueError(f"{stack.label} has {n} slice(s); at least {MIN_SAGITTAL_SLICES} are needed for "
-                         "slices 5, 6 and 7")
+    if n < 1:
+        raise ValueError(f"{stack.label} has no slice")
     notes = []
+    if n == 1:
+        return SagittalChoice({MID_SAGITTAL_SLICE: 0}, {MID_SAGITTAL_SLICE: 0.0}, ())
     gaps = np.diff(pos)
     med = float(np.median(gaps))
     if np.any(np.abs(gaps - med) > IRREGULAR_GAP_FRACTION * med):
@@ -229,6 +232,8 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
     offs = {MID_SAGITTAL_SLICE: 0.0}
     for s, sign in ((SAGITTAL_SLICES[0], -1), (SAGITTAL_SLICES[-1], 1)):
         side = [k for k in range(n) if (pos[k] - pos[m]) * sign > 0]
+        if not side and n < MIN_SAGITTAL_SLICES:
+            continue   # two slices: the one beside the mid slice lies on the other side
         if not side:   # only where positions are so far apart that their midpoint cannot be told apart
             raise ValueError(f"{stack.label}: no slice lies on the patient's {'right' if sign < 0 else 'left'} "
                              f"of the mid slice (positions {pos[0]:g} to {pos[-1]:g} mm along the normal); "
@@ -247,7 +252,9 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
     """Slices 5/6/7 on the model grid (1.25 mm/px, anterior left, superior up, centred on the mid slice's
     field of view), their sources, the mid image's plane, notes, which slices show one value throughout
     their field of view ("sag/5" ...), each slice's field of view on the grid (True where the stored
-    slice has data) and the DICOM instances read ("sag/5" -> DicomInstance; empty for NIfTI). Raises StudyError."""
+    slice has data) and the DICOM instances read ("sag/5" -> DicomInstance; empty for NIfTI), each for the
+    slices the series has (a series of 1 or 2 slices lacks 5 and/or 7; see choose_sagittal_slices). Raises
+    StudyError."""
     try:
         choice = choose_sagittal_slices(stack)
     except ValueError as e:
@@ -256,7 +263,8 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
     mid_plane = model_sagittal_plane(mid_ref.plane)
     centre = mid_plane.centre_mm
     images, masks, sources, instances = {}, {}, {}, {}
-    for s in SAGITTAL_SLICES:
+    present = [s for s in SAGITTAL_SLICES if s in choice.indices]
+    for s in present:
         ref = stack.slices[choice.indices[s]]
         if ref.instance is not None:
             instances[f"sag/{s}"] = ref.instance
@@ -266,9 +274,9 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
         images[s], masks[s] = resample(pixels, ref.plane, plane)
         sources[f"sag/{s}"] = (f"{stack.label}, slice {choice.indices[s] + 1} of {len(stack.slices)} "
                                f"({ref.name}, {choice.offsets_mm[s]:+.1f} mm)")
-    unit, _, _ = unit_range([images[s] for s in SAGITTAL_SLICES], [masks[s] for s in SAGITTAL_SLICES])
+    unit, _, _ = unit_range([images[s] for s in present], [masks[s] for s in present])
     notes = list(choice.notes)
-    blank = tuple(f"sag/{s}" for s, image in zip(SAGITTAL_SLICES, unit) if Study.is_blank(image[masks[s]]))
+    blank = tuple(f"sag/{s}" for s, image in zip(present, unit) if Study.is_blank(image[masks[s]]))
     for key in blank:
         notes.append(f"{key} ({sources[key]}): all pixels in the field of view have the same value; the image "
                      "carries no information")
@@ -276,7 +284,7 @@ def sagittal_images(stack: Stack, patient: str) -> Tuple[Dict[int, np.ndarray], 
     if covered < 0.999:
         notes.append(f"{stack.label}: the field of view covers {covered:.0%} of the "
                      f"{SAGITTAL_MM_PER_PX:g} mm/px model grid; the rest is black")
-    return dict(zip(SAGITTAL_SLICES, unit)), sources, mid_plane, notes, blank, masks, instances
+    return dict(zip(present, unit)), sources, mid_plane, notes, blank, masks, instances
 
 
 def pending_axials(stacks: Sequence[Stack], clean: Clean) -> Tuple[List[AxialSlice], List[str]]:
@@ -308,10 +316,10 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
                                + (f"; {'; '.join(prov)}" if prov else "")), patient=patient)
     chosen = None
     failures = []
-    for st, score, why in sag_ranked:
-        if len(st.slices) < MIN_SAGITTAL_SLICES:
-            failures.append(clean(f"{st.describe()}: only {len(st.slices)} slice(s), need {MIN_SAGITTAL_SLICES}"))
-            continue
+    # A series of 3 or more slices first (rank order); one of 1 or 2 slices only when none of those is usable:
+    # its missing slices 5/7 (or 6) are then stood in for by the nearest slice (complete_sagittal).
+    full = [r for r in sag_ranked if len(r[0].slices) >= MIN_SAGITTAL_SLICES]
+    for st, score, why in full + [r for r in sag_ranked if len(r[0].slices) < MIN_SAGITTAL_SLICES]:
         try:
             sag, sources, plane, sag_notes, blank, fov, instances = sagittal_images(st, patient)
         except StudyError as e:
@@ -322,6 +330,17 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
     if chosen is None:
         raise StudyError(clean("no usable sagittal series: " + "; ".join(failures)), patient=patient)
     st, score, why = chosen
+    if len(st.slices) >= MIN_SAGITTAL_SLICES:   # the short series ranked above the one used
+        rank = [r[0] for r in sag_ranked]
+        failures = [clean(f"{o.describe()}: only {len(o.slices)} slice(s); a series of {MIN_SAGITTAL_SLICES} or "
+                          "more is preferred") for o in rank[:rank.index(st)] if len(o.slices) < MIN_SAGITTAL_SLICES] \
+            + failures
+    sag, fov, standins, standin_notes = complete_sagittal(sag, fov)
+    if standins:
+        sag_notes = list(sag_notes) + [clean(f"{st.label} has {len(st.slices)} slice(s): ") + n for n in standin_notes]
+        # A stand-in slice shows its source's image, so it points back at that stored object (the DICOM SR).
+        instances.update({f"sag/{s}": instances[f"sag/{src}"] for s, src in standins.items()
+                          if f"sag/{src}" in instances})
     prov.append(clean(f"sagittal: {st.describe()}, chosen as the most T2-like sagittal series ({', '.join(why)})"))
     if score <= 0:
         notes.append(clean(f"no clearly T2-weighted sagittal series; used {st.label} ({', '.join(why)}); the "
@@ -358,4 +377,4 @@ def assemble_study(patient: str, stacks: Sequence[Stack], notes: Sequence[str], 
                  sources={k: clean(v) for k, v in sources.items()}, warnings=tuple(notes),
                  blank_images=blank,
                  provenance=tuple(prov), sagittal_geometry=plane, pending_axial=tuple(pending), sagittal_fov=fov,
-                 dicom_instances=instances)
+                 sagittal_standins=standins, dicom_instances=instances)

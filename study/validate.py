@@ -56,7 +56,7 @@ def _inspect_scan(source) -> StudyReport:
     except StudyError as e:
         return StudyReport(source.patient_id, source.path, None, (e,), (), 0, 0)
     notes = tuple(study.warnings) + tuple(source.notes)
-    return StudyReport(source.patient_id, source.path, study, (), notes, len(study.sagittal),
+    return StudyReport(source.patient_id, source.path, study, (), notes, len(study.real_sagittal),
                        len(study.pending_axial))
 
 

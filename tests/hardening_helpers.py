@@ -52,7 +52,10 @@ def build_bad_batch(root: Path) -> Path:
         shutil.copytree(src, root / name)
         return root / name
 
-    (clone("bad-missing-sag") / "sag" / "6.png").unlink()
+    d = clone("bad-missing-sag")   # no sagittal image at all: the one missing-slice case that fails
+    for s in (5, 6, 7):
+        (d / "sag" / f"{s}.png").unlink()
+    (clone("warn-missing-sag") / "sag" / "6.png").unlink()   # read: slice 5 stands in as the mid slice
     (clone("bad-missing-axial") / "tra" / "4-5.png").unlink()
     (root / "bad-empty").mkdir()
     (clone("bad-not-png") / "sag" / "5.png").write_text("this is a text file, not a PNG\n")

@@ -17,7 +17,8 @@ from hardening_helpers import GOOD, NON_UTF8_ID, ODD_NAME, SOURCE, UNREADABLE
 
 FAILED = {"bad-missing-sag", "bad-empty", "bad-not-png", "bad-truncated", "bad-bomb", "bad-link-loop",
           "zz-link-loop", UNREADABLE[0]}
-READ = set(GOOD) | {"bad-missing-axial", "warn-16bit", "warn-rgb", "warn-512", "ood-black", "ood-black-axial",
+READ = set(GOOD) | {"bad-missing-axial", "warn-missing-sag",
+                    "warn-16bit", "warn-rgb", "warn-512", "ood-black", "ood-black-axial",
                     "ood-flat-sag", "ood-noise", "ood-cut", "ood-gap", ODD_NAME, NON_UTF8_ID}
 
 
@@ -73,7 +74,15 @@ def test_failed_patients_are_listed_in_report_html(run):
 # Unusable: a clear error naming the file
 # ------------------------------------------------------------------------------------------------
 def test_missing_sagittal_slice(run):
-    assert "missing sagittal slice 6" in error_of(run, "bad-missing-sag", "sag/6.png")
+    assert "no sagittal image" in error_of(run, "bad-missing-sag", "bad-missing-sag/sag")
+
+
+def test_a_missing_sagittal_slice_is_read_with_a_stand_in_and_flagged(run):
+    rep = run.report("warn-missing-sag")
+    assert rep["levels"]["sagittal_standins"] == {"6": 5}
+    assert any("sagittal slice 6 missing; slice 5 stands in for it as the mid slice" in w for w in rep["warnings"])
+    assert rep["needs_review"] and any("sagittal slice(s) missing" in r for r in rep["review_reasons"])
+    assert rep["levels"]["vertebrae"]["6"] == rep["levels"]["vertebrae"]["5"]
 
 
 def test_empty_patient_folder(run):
@@ -189,7 +198,7 @@ def test_no_output_names_a_folder_above_the_input(run):
     # the patient would leak. File names are now relative to --input (run.json records --input itself).
     above = str(run.root.parent)
     assert run.report(SOURCE)["inputs"]["sag/6"] == f"{SOURCE}/sag/6.png"
-    assert run.errors["bad-missing-sag"].startswith("patient bad-missing-sag, file bad-missing-sag/sag/6.png:")
+    assert run.errors["bad-missing-sag"].startswith("patient bad-missing-sag, file bad-missing-sag/sag:")
     for f in run.out.rglob("*"):
         if f.is_file() and f.name != "run.json":
             assert above.encode() not in f.read_bytes(), f.relative_to(run.out)

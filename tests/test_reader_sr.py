@@ -197,3 +197,21 @@ def test_an_sr_that_fails_is_that_patients_error_without_identifying_values(tmp_
     assert (out / "reports" / "patient-a.json").is_file() and "patient-a" in (out / "predictions.json").read_text()
     assert not (out / "sr").exists() or not any((out / "sr").iterdir())
     assert_private((out / "errors.json").read_text(), (out / "report.html").read_text(), *lines)
+
+
+def test_a_two_slice_sagittal_series_is_referenced_by_the_slices_it_has(tmp_path):
+    """Issue 19 with issue 21: a sagittal series of 2 slices is read with a stand-in for the missing side; its
+    SR is written and refers to the two stored slices, each once."""
+    _, specs, _ = phantom_case()
+    sag = next(s for s in specs if s.number == 3)
+    two = dataclasses.replace(sag, slices=sag.slices[3:5])
+    written = write_study(tmp_path / "in" / "patient-two", [two] + [s for s in specs if s.number == 4],
+                          study_key="two")
+    out = tmp_path / "out"
+    assert run_folder(tmp_path / "in", out, WEIGHTS, sr=True, echo=lambda m, err=False: None) == 0
+    report = _report(out, "patient-two")
+    assert len(report["levels"]["sagittal_standins"]) == 1
+    sagittal = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in written.files[3]}
+    found = read_sr_findings(out / "sr" / "patient-two.dcm")
+    assert found["referenced_sop_instance_uids"] & sagittal == sagittal and len(sagittal) == 2
+    assert found["disc"] == {d: report["disc"][d]["grade"] for d in DISCS}

@@ -174,14 +174,38 @@ def test_irregular_slice_spacing_warns(tmp_path):
     assert "slice 5 lies 7.0 mm from the mid slice" in text
 
 
-def test_single_slice_series_is_a_clear_error(tmp_path):
+def test_single_slice_series_is_read_with_stand_ins(tmp_path):
     _, specs, _ = phantom_case()
     sag = [sp for sp in specs if sp.number == 3][0]
     sag.slices = sag.slices[3:4]
     write_study(tmp_path / "one", [sag])
-    with pytest.raises(StudyError) as err:
-        load_one(tmp_path / "one")
-    assert "only 1 slice" in str(err.value) and err.value.patient == "one"
+    study = load_one(tmp_path / "one")
+    assert study.sagittal_standins == {5: 6, 7: 6} and study.sagittal_views == {6: 6}
+    assert study.sagittal[5] is study.sagittal[6] is study.sagittal[7]
+    assert list(k for k in study.sources if k.startswith("sag/")) == ["sag/6"]
+    text = " ".join(study.warnings)
+    assert "has 1 slice(s): sag/5: sagittal slice 5 missing; slice 6 stands in" in text
+
+
+def test_two_slice_series_is_read_with_one_stand_in(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = sag.slices[3:5]
+    write_study(tmp_path / "two", [sag])
+    study = load_one(tmp_path / "two")
+    assert len(study.sagittal_standins) == 1 and len(study.real_sagittal) == 2
+    [(missing, source)] = study.sagittal_standins.items()
+    assert missing in (5, 7) and source == 6       # the mid slice is read, the missing side takes it
+    assert study.sagittal[missing] is study.sagittal[6]
+
+
+def test_a_full_series_is_preferred_to_a_short_one(tmp_path):
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    short = dataclass_replace(sag, number=9, slices=sag.slices[3:4])
+    write_study(tmp_path / "both", [short, sag])
+    study = load_one(tmp_path / "both")
+    assert study.sagittal_standins == {}
 
 
 def test_no_sagittal_series(tmp_path):
@@ -215,7 +239,7 @@ def test_folder_of_studies_and_batch_isolation(tmp_path):
     write_study(tmp_path / "d", [sag], seed=1, study_key="d2")
     results = {s.patient_id: r for s, r in load_inputs(tmp_path)}
     assert isinstance(results["a"], Study) and isinstance(results["b"], Study)
-    assert isinstance(results["c"], StudyError) and results["c"].patient == "c"
+    assert isinstance(results["c"], Study) and results["c"].sagittal_standins == {5: 6, 7: 6}   # one slice
     hashed = {hashed_study_id(uid("d1", 0)), hashed_study_id(uid("d2", 1))}
     assert hashed <= set(results)
     assert_private(*results, *(str(r) for r in results.values()))
@@ -310,10 +334,10 @@ def test_compressed_file_claiming_more_frames_than_it_can_hold(tmp_path):
     set_tags(target, NumberOfFrames=4_000)   # under the frame limit, but 4000 fragments need 32 kB of items
     size = target.stat().st_size
     assert size < 4_000 * 8
-    with pytest.raises(StudyError) as err:
-        load_one(tmp_path / "rle")
-    # Two slices are left, too few: the error says why, naming the file set aside.
-    assert f"set aside: {target.name}: claims 4,000 frames but the whole file ({size:,} bytes)" in err.value.problem
+    study = load_one(tmp_path / "rle")
+    # Two slices are left: read with a stand-in for the third, and the warnings name the file set aside.
+    assert len(study.sagittal_standins) == 1
+    assert f"{target.name}: claims 4,000 frames but the whole file ({size:,} bytes)" in " ".join(study.warnings)
 
 
 def test_rows_columns_bomb_is_refused(tmp_path):

@@ -74,11 +74,11 @@ def test_file_names_relative_to_the_input_folder(tmp_path):
 
     batch = tmp_path / "Doe_Jane_1901-02-03" / "batch"
     write_challenge_patient(batch / "p1")
-    write_challenge_patient(batch / "p2", skip=("sag/6.png",))
+    write_challenge_patient(batch / "p2", skip=("sag/5.png", "sag/6.png", "sag/7.png"))
     (batch / "p3").mkdir()
     got = {s.patient_id: r for s, r in load_inputs(batch)}
     assert got["p1"].sources["sag/6"] == "p1/sag/6.png" and got["p1"].sources["tra/C2-3"] == "p1/tra/2-3.png"
-    assert str(got["p2"]) == "patient p2, file p2/sag/6.png: missing sagittal slice 6"
+    assert str(got["p2"]) == "patient p2, file p2/sag: sagittal folder sag/ is missing"
     assert got["p3"].path == "p3"
     [(_, single)] = list(load_inputs(batch / "p1"))   # one patient given as --input
     assert single.sources["sag/6"] == "sag/6.png"
@@ -207,12 +207,49 @@ def test_upper_case_folder_and_other_suffix_are_used_with_warnings(patient_dir):
 # Errors: each one StudyError naming the patient and the file
 # ----------------------------------------------------------------------------------------------
 
-def test_missing_sagittal_slice(make_patient):
+def test_missing_mid_sagittal_slice_takes_the_nearest_present(make_patient):
     folder = make_patient("p007", skip=["sag/6.png"])
+    study = load_study(folder)
+    assert study.sagittal_standins == {6: 5} and study.real_sagittal == (5, 7)
+    assert study.sagittal[6] is study.sagittal[5] and study.mid_sagittal is study.sagittal[5]
+    assert study.sagittal_views == {6: 5, 7: 7}          # each image once, slice 5's read as the mid slice
+    assert "sag/6" not in study.sources and study.sources["sag/5"].endswith("5.png")
+    assert any("slice 6 missing; slice 5 stands in for it as the mid slice" in w for w in study.warnings)
+
+
+@pytest.mark.parametrize("skip, standins, views", [
+    (["sag/5.png"], {5: 6}, {6: 6, 7: 7}),
+    (["sag/7.png"], {7: 6}, {5: 5, 6: 6}),
+    (["sag/5.png", "sag/7.png"], {5: 6, 7: 6}, {6: 6}),
+    (["sag/6.png", "sag/7.png"], {6: 5, 7: 5}, {6: 5}),
+    (["sag/5.png", "sag/6.png"], {5: 7, 6: 7}, {6: 7}),
+])
+def test_one_or_two_sagittal_slices(make_patient, skip, standins, views):
+    study = load_study(make_patient("p", skip=skip))
+    assert study.sagittal_standins == standins and study.sagittal_views == views
+    for s, source in standins.items():
+        assert study.sagittal[s] is study.sagittal[source]
+        assert np.array_equal(study.field_of_view(s), study.field_of_view(source))
+    assert study.sagittal_stack().shape == (3, IMAGE_SIZE, IMAGE_SIZE)
+    assert len([w for w in study.warnings if "stands in" in w]) == len(standins)
+
+
+def test_no_sagittal_image_is_an_error(make_patient):
+    folder = make_patient("p017", skip=["sag/5.png", "sag/6.png", "sag/7.png"])
+    (folder / "sag").mkdir(exist_ok=True)
     with pytest.raises(StudyError) as info:
         load_study(folder)
-    assert_names(info.value, "p007", "6.png")
-    assert "sagittal" in str(info.value)
+    assert_names(info.value, "p017", "sag")
+    assert "no sagittal image" in str(info.value)
+
+
+def test_an_unreadable_sagittal_slice_is_still_an_error(make_patient):
+    # Absent is replaced; present but broken is the user's to fix, never silently swapped for another slice.
+    folder = make_patient("p018")
+    (folder / "sag" / "6.png").write_bytes(b"not a png")
+    with pytest.raises(StudyError) as info:
+        load_study(folder)
+    assert_names(info.value, "p018", "6.png")
 
 
 def test_missing_axial_image_is_an_error_when_all_are_required(make_patient):
@@ -361,7 +398,9 @@ def test_patient_folder_that_does_not_exist_or_is_a_file(tmp_path):
 
 
 def test_load_study_mentions_further_problems(make_patient):
-    folder = make_patient("p013", skip=["sag/5.png", "sag/7.png"])
+    folder = make_patient("p013")
+    for s in (5, 7):
+        (folder / "sag" / f"{s}.png").write_bytes(b"not a png")
     with pytest.raises(StudyError) as info:
         load_study(folder)
     assert_names(info.value, "p013", "5.png")
@@ -466,7 +505,7 @@ def test_find_patients_rejects_unusable_roots(tmp_path, setup, expected):
 
 def test_load_inputs_continues_past_a_bad_patient(make_patient, tmp_path):
     make_patient("a")
-    make_patient("b", skip=["sag/5.png"])
+    (make_patient("b") / "sag" / "5.png").write_bytes(b"\x89PNG broken")
     make_patient("c")
     results = list(load_inputs(tmp_path / "batch"))
     assert [s.patient_id for s, _ in results] == ["a", "b", "c"]
@@ -509,3 +548,19 @@ def test_conftest_patient_matches_the_layout(tmp_path):
     folder = write_challenge_patient(tmp_path / "x", size=32)
     assert sorted(p.name for p in (folder / "sag").iterdir()) == [f"{s}.png" for s in sorted(SAGITTAL_SLICES)]
     assert len(list((folder / "tra").iterdir())) == len(CANAL_POSITIONS)
+
+
+def test_a_study_refuses_a_stand_in_that_is_not_its_source():
+    from study.study import complete_sagittal
+
+    a, b = np.zeros((4, 4), np.float32), np.ones((4, 4), np.float32)
+    sagittal, _, standins, notes = complete_sagittal({6: a, 7: b})
+    assert standins == {5: 6} and sagittal[5] is a and len(notes) == 1
+    assert complete_sagittal({5: a, 6: a, 7: b})[2:] == ({}, ())          # complete: unchanged, no warning
+    Study("p", sagittal, {}, sagittal_standins=standins)
+    with pytest.raises(ValueError, match="stand in"):
+        Study("p", {5: b, 6: a, 7: b}, {}, sagittal_standins={5: 6})      # slice 5 does not show slice 6's image
+    with pytest.raises(ValueError, match="stand in"):
+        Study("p", {5: a, 6: a, 7: a}, {}, sagittal_standins={5: 6, 6: 7})   # a stand-in cannot be a source
+    with pytest.raises(ValueError):
+        complete_sagittal({})

@@ -223,3 +223,23 @@ def test_bids_root_skips_derivatives_sourcedata_and_code(tmp_path):
     (other / "derivatives").mkdir(parents=True)
     nib.save(vol, str(other / "derivatives" / "t2.nii.gz"))
     assert [s.patient_id for s in find_inputs(other)] == ["derivatives"]
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_nifti_sagittal_volume_of_one_or_two_slices(tmp_path, n):
+    # Item 1 of issue 19: a sagittal volume of 1 or 2 slices is read; the slices it lacks are stood in for.
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0].slices
+    full = slices_to_nifti(sag[3:5], tmp_path / "tmp" / "t2.nii.gz")
+    vol = nib.load(str(full))
+    data = np.asanyarray(vol.dataobj)[..., :n]
+    path = tmp_path / "p" / "t2.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), vol.affine), str(path))
+    [source] = find_inputs(tmp_path / "p")
+    study = load_input(source)
+    assert len(study.real_sagittal) == n and len(study.sagittal_standins) == 3 - n
+    assert 6 in study.real_sagittal or study.sagittal_standins.get(6) in study.real_sagittal
+    for s, src in study.sagittal_standins.items():
+        assert study.sagittal[s] is study.sagittal[src]
+    assert sum("stands in" in w for w in study.warnings) == 3 - n

@@ -45,14 +45,15 @@ def test_warnings_still_exit_0(make_patient, tmp_path, capsys):
 
 def test_an_unusable_patient_exits_1_and_names_the_file(make_patient, tmp_path, capsys):
     make_patient("p1")
-    bad = make_patient("p2", skip=["sag/6.png"])
+    bad = make_patient("p2")
+    (bad / "sag" / "6.png").write_bytes(b"not a png")
     write_png(bad / "tra" / "3.png", np.zeros((10, 10, 3), np.uint8))  # odd size and mode too
     (tmp_path / "batch" / "p3").mkdir()
     code, lines, _ = run(tmp_path / "batch", capsys)
     assert code == 1
     assert lines[0].startswith("OK    p1")
     assert lines[1].startswith(f"ERROR p2  sag 2/3  tra {N_TRA}/{N_TRA}  | ")
-    assert "sag/6.png: missing sagittal slice 6" in lines[1]
+    assert "sag/6.png: not an image" in lines[1]
     assert "tra/3.png" in lines[1] and "10x10" in lines[1] and "RGB" in lines[1]
     assert lines[2].startswith("ERROR p3  sag 0/3  tra 0/11  | ") and "empty" in lines[2]
     assert lines[-1] == "3 patients: 1 usable, 0 with warnings, 2 unusable"
@@ -92,12 +93,30 @@ def test_cli_exit_codes(make_patient, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 patients: 1 usable, 0 with warnings, 0 unusable" in result.output
 
-    make_patient("bad", skip=["sag/5.png"])
+    make_patient("short", skip=["sag/5.png"])    # read: slice 6 stands in for the missing 5
+    result = runner.invoke(cli, ["validate", "--input", str(tmp_path / "batch")])
+    assert result.exit_code == 0, result.output
+    assert "WARN  short  sag 2/3" in result.output and "sag/5: sagittal slice 5 missing; slice 6 stands in" \
+        in result.output
+
+    make_patient("bad", skip=["sag/5.png", "sag/6.png", "sag/7.png"])
     result = runner.invoke(cli, ["validate", "--input", str(tmp_path / "batch")])
     assert result.exit_code == 1
-    assert "ERROR bad" in result.output and "sag/5.png" in result.output
+    assert "ERROR bad" in result.output and "sag/ is missing" in result.output
 
     result = runner.invoke(cli, ["validate", "--input", str(tmp_path / "nowhere")])
     assert result.exit_code == 2
     assert "does not exist" in result.output and "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_dicom_series_of_one_sagittal_slice_is_usable_and_counted_as_one(tmp_path, capsys):
+    from dicom_factory import phantom_case, write_study
+
+    _, specs, _ = phantom_case()
+    sag = [sp for sp in specs if sp.number == 3][0]
+    sag.slices = sag.slices[3:4]
+    write_study(tmp_path / "batch" / "one", [sag])
+    code, lines, _ = run(tmp_path / "batch", capsys)
+    assert code == 0, lines
+    assert lines[0].startswith(f"WARN  one  sag 1/{N_SAG}") and "stands in" in lines[0]
