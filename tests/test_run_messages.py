@@ -75,7 +75,7 @@ def _boxes_with(missing: dict) -> LevelBoxes:
 
 def _reasons(boxes: LevelBoxes):
     curve = SimpleNamespace(not_assessed="", warnings=())
-    study = SimpleNamespace(missing_axial=(), blank_images=())
+    study = SimpleNamespace(missing_axial=(), blank_images=(), sagittal_standins={})   # a complete patient
     return review_reasons(boxes, curve, study, min_confidence=0.0)
 
 

@@ -78,7 +78,7 @@ def test_file_names_relative_to_the_input_folder(tmp_path):
     (batch / "p3").mkdir()
     got = {s.patient_id: r for s, r in load_inputs(batch)}
     assert got["p1"].sources["sag/6"] == "p1/sag/6.png" and got["p1"].sources["tra/C2-3"] == "p1/tra/2-3.png"
-    assert str(got["p2"]) == "patient p2, file p2/sag: sagittal folder sag/ is missing"
+    assert str(got["p2"]) == "patient p2, folder p2/sag: sagittal folder sag/ is missing"
     assert got["p3"].path == "p3"
     [(_, single)] = list(load_inputs(batch / "p1"))   # one patient given as --input
     assert single.sources["sag/6"] == "sag/6.png"
