@@ -59,12 +59,20 @@ def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant
 @cli.command()
 @click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path),
               help="Ground-truth challenge label file.")
-@click.option("--pred", "pred_file", required=True, type=click.Path(path_type=Path),
+@click.option("--pred", "pred_file", type=click.Path(path_type=Path), default=None,
               help="Predictions in the challenge submission format.")
+@click.option("--reports", "reports_dir", type=click.Path(path_type=Path), default=None,
+              help="Instead of --pred: a `run` folder; its reports' probabilities give ROC curves, AUCs, "
+                   "reliability plots and a markdown summary in --out.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for confusion-matrix PNGs and metrics.json.")
-def evaluate(labels_file: Path, pred_file: Path, out_dir):
+              help="Folder for the PNGs and metrics.json (with --reports: also analysis.md).")
+def evaluate(labels_file: Path, pred_file, reports_dir, out_dir):
     """Score predictions by the challenge metric; the last line printed is `score: 0.XXXX`."""
+    if (pred_file is None) == (reports_dir is None):
+        raise click.UsageError("give exactly one of --pred and --reports")
+    if reports_dir is not None:
+        from evaluation.analysis import analysis_command
+        sys.exit(analysis_command(labels_file, reports_dir, out_dir or Path(reports_dir) / "analysis"))
     from evaluation.report import evaluate_command
     sys.exit(evaluate_command(labels_file, pred_file, out_dir))
 
@@ -107,15 +115,20 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 @click.option("--data-name", default="", help="How the model cards name the --data folders.")
 @click.option("--geometry-name", default="", help="How the fusion card names --labels/--boxes.")
 @click.option("--no-cv", is_flag=True, help="Fusion: skip cross-validation (fit only).")
+@click.option("--folds", type=click.IntRange(0), default=0, help="Classifier: a K-fold ensemble with its "
+              "cross-validated score; fusion: K cross-validation folds.")
+@click.option("--pretrained", multiple=True, help="Start from a local file: FILE (train detector: an ultralytics "
+              ".pt; train classifier: a timm state dict or checkpoint), or STAGE=FILE (e.g. with all).")
 def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, val_dirs,
-          detector_minutes, device, data_name, geometry_name, no_cv):
+          detector_minutes, device, data_name, geometry_name, no_cv, folds, pretrained):
     """Retrain one stage (or all, in flow order) into a weights folder, each with its model card."""
-    from release.training import TrainingRun, train_stages
+    from release.training import TrainingRun, parse_pretrained, train_stages
     from study.errors import InputError
     try:
         manifest = train_stages(TrainingRun(stage, tuple(data_dirs), out_dir, labels_file, boxes_file, holdout_file,
                                             holdout_n, epochs, device, data_name, geometry_name, not no_cv,
-                                            detector_minutes, tuple(val_dirs)))
+                                            detector_minutes, tuple(val_dirs), parse_pretrained(stage, pretrained),
+                                            folds))
     except InputError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -136,21 +149,23 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
 @click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
               help="Patients loaded and pushed through the networks together.")
 @click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True)
-def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir):
+@click.option("--tta", is_flag=True, help="Classifier test-time augmentation: each crop also read shifted and "
+              "scaled a little, the probabilities averaged (5 views; costs network time).")
+def run(input_dir, out_dir, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir, tta):
     """Read every patient: predictions.json, reports/{id}.json, report.html, errors.json."""
     if labels_file is not None and not dump_crops:
         raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
-    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file))
+    sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file, tta))
 
 
 def run_batch(input_dir: Path, out_dir: Path, boxes_file=None, dump_crops: bool = False, device: str = "cpu",
-              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None) -> int:
+              batch_size: int = 16, weights_dir: Path = WEIGHTS, labels_file=None, tta: bool = False) -> int:
     """`run` without the argument parsing: the exit code (0 all read, 1 some failed, 2 unusable)."""
     import os
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads: see reader.core.passive_openmp_waiting
     from reader.folder import run_folder
     return run_folder(input_dir, out_dir, weights_dir, boxes_file=boxes_file, dump_crops=dump_crops,
-                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo)
+                      labels_file=labels_file, device=device, batch_size=batch_size, echo=click.echo, tta=tta)
 
 
 if __name__ == "__main__":

@@ -68,15 +68,26 @@ def cli():
 @click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
 @click.option("--note", "notes", multiple=True, help="A line for the model card's notes; repeatable.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--pretrained", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A local timm state dict or checkpoint both backbones start from (read offline, strict checks).")
+@click.option("--folds", type=click.IntRange(0), default=0,
+              help="K >= 2: train a K-fold ensemble (fold1..foldK) and record the cross-validated score.")
 def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_dirs, val_name, overrides, notes,
-          device):
+          device, pretrained, folds):
     """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
     from study.splits import read_holdout
     exclude = read_holdout(exclude_file) if exclude_file else set()
+    if folds == 1:
+        raise click.BadParameter("needs at least 2 folds", param_hint="--folds")
+    run = ClassifierRun(tuple(data_dirs), out_dir, data_name, holdout, frozenset(exclude), tuple(test_dirs),
+                        parse_overrides(overrides), tuple(notes), device, val_dirs=tuple(val_dirs),
+                        val_name=val_name, pretrained=pretrained)
     try:
-        run_classifier(ClassifierRun(tuple(data_dirs), out_dir, data_name, holdout, frozenset(exclude),
-                                     tuple(test_dirs), parse_overrides(overrides), tuple(notes), device,
-                                     val_dirs=tuple(val_dirs), val_name=val_name), log=click.echo)
+        if folds:
+            from .folds import run_classifier_folds
+            run_classifier_folds(run, folds, log=click.echo)
+        else:
+            run_classifier(run, log=click.echo)
     except InputError as e:
         raise click.ClickException(str(e)) from None
 

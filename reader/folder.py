@@ -121,10 +121,11 @@ def read_into_folder(reader: Reader, patients: Sequence[InputSource], out_dir: P
 
 def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file: Optional[Path] = None,
                dump_crops: bool = False, labels_file: Optional[Path] = None, device: str = "cpu",
-               batch_size: int = 16, reader: Optional[Reader] = None, echo: Callable[..., None] = None) -> int:
+               batch_size: int = 16, reader: Optional[Reader] = None, echo: Callable[..., None] = None,
+               tta: bool = False) -> int:
     """`run`: read every patient under input_dir into out_dir; returns the exit code (0 all read, 1 some
     failed, 2 the input folder, the box file or the weights are unusable). reader: one already loaded (its
-    weights_dir is then what run.json records)."""
+    weights_dir is then what run.json records). tta: the classifier's test-time augmentation."""
     import os
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # before torch loads (reader.core.passive_openmp_waiting)
@@ -144,7 +145,7 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
         if reader is None:
             clock = StageClock()
             with clock("model load"):
-                reader = Reader.from_weights(weights_dir, device, detector=given is None, clock=clock)
+                reader = Reader.from_weights(weights_dir, device, detector=given is None, clock=clock, tta=tta)
         else:
             reader.clock = StageClock()
     except (InputError, ReaderError, FileNotFoundError) as e:
@@ -152,6 +153,8 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
         return 2
     info = {"boxes": str(boxes_file) if boxes_file else None, "device": device, "batch_size": batch_size,
             "weights": str(weights_dir), "dump_crops": dump_crops}
+    if tta:
+        info["tta"] = True
     summary = read_into_folder(reader, patients, out_dir, given=given, dump_crops=dump_crops, truth=truth,
                                batch_size=batch_size, run_info=info, input_dir=input_dir, started=t0)
     for e in summary.errors:
