@@ -100,12 +100,21 @@ def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_d
 @click.option("--name", default=None, help="How the report names the data (default: from its phantom.json).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
 @click.option("--record", is_flag=True, help="Also add the figures to the weights' classifier.json and model card.")
-def evaluate(data_dir, weights_dir, name, json_out, record):
+@click.option("--tta", is_flag=True, help="Grade with test-time augmentation (as `run --tta`).")
+@click.option("--only", "only_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="holdout.json: grade only its geometries (e.g. the evaluation hold-out's renders).")
+def evaluate(data_dir, weights_dir, name, json_out, record, tta, only_file):
     """Per-class disc and canal figures of a weights folder on a labelled folder."""
     from .card import write_model_card
     weights_dir, classifier = load_classifier(weights_dir)
+    classifier.tta = tta
     records = [r for r in build_dataset(data_dir) if r.patient_id == split_key(r.patient_id)]
-    report = evaluate_records(classifier, records, name or describe_folder(data_dir))
+    if only_file:
+        from study.splits import read_holdout
+        only = read_holdout(only_file)
+        records = [r for r in records if r.patient_id in only]
+    report = evaluate_records(classifier, records, (name or describe_folder(data_dir)) +
+                              (", test-time augmentation" if tta else ""))
     click.echo(report.text())
     if json_out:
         write_json_atomic(json_out, report.to_dict())
