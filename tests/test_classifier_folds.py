@@ -150,3 +150,48 @@ def test_tta_averages_the_views_and_without_it_nothing_changes(ensemble, phantom
     with torch.no_grad():
         ref = plain.model(sag, ax, has)
     np.testing.assert_array_equal(c0, torch.softmax(ref["canal"], -1).numpy())
+
+
+def test_fusion_cross_validation_reports_out_of_fold_figures_with_bootstrap_intervals():
+    """`train fusion --folds K` sets the fusion CV's folds; its first repeat's out-of-fold curvature macro-F1
+    and alignment F1(poor) carry 95 % patient-bootstrap intervals (the challenge's definitions)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_fusion_model import TINY, toy_cohort
+    from fusion.cv import cross_validate
+    from fusion.features import feature_rows, to_matrix
+    patients, labels = toy_cohort()
+    _, rows, _ = feature_rows(patients)
+    names = list(rows[0].keys())
+    X = to_matrix(rows, names)
+    yc = np.array([lab.curvature for lab in labels])
+    ya = np.array([lab.alignment for lab in labels])
+    cv = cross_validate(X, yc, ya, names, TINY).summary()
+    iv = cv["out_of_fold_interval_95"]
+    assert iv["curvature"]["value"] == pytest.approx(cv["curvature_macro_f1"]["per_repeat"][0], abs=1e-4)
+    assert iv["alignment"]["value"] == pytest.approx(cv["alignment_poor_f1"]["per_repeat"][0], abs=1e-4)
+    for t in ("curvature", "alignment"):
+        lo, hi = iv[t]["interval_95"]
+        assert lo <= iv[t]["value"] <= hi
+    # with errors in the predictions the interval has a width, and the value is the challenge's definition
+    from fusion.cv import out_of_fold_intervals
+    from evaluation.metrics import macro_f1
+    rng = np.random.default_rng(0)
+    pc = np.where(rng.random(60) < 0.3, rng.integers(0, 3, 60), yc)
+    (t1, v1, lo1, hi1), (t2, v2, lo2, hi2) = out_of_fold_intervals(yc, ya, pc, ya, 0)
+    assert (t1, t2) == ("curvature", "alignment") and v2 == lo2 == hi2 == 1.0
+    assert v1 == pytest.approx(macro_f1(yc, pc, 3)) and lo1 < v1 < hi1
+
+
+def test_train_fusion_folds_sets_the_cross_validation_folds(monkeypatch, tmp_path):
+    import fusion.train as ftrain
+    from release.training import TrainingRun, train_stages
+    from study.errors import InputError
+    seen = {}
+    monkeypatch.setattr(ftrain, "run_fusion", lambda run: seen.setdefault("cfg", run.config))
+    data = tmp_path / "ph"
+    generate(data, builtin_specs(2, 53), 53, "built-in statistical model", workers=1)
+    train_stages(TrainingRun("fusion", (data,), tmp_path / "w", folds=4))
+    assert seen["cfg"].cv_folds == 4
+    with pytest.raises(InputError, match="at least 2 folds"):
+        train_stages(TrainingRun("fusion", (data,), tmp_path / "w", folds=1))
