@@ -195,3 +195,24 @@ def test_train_fusion_folds_sets_the_cross_validation_folds(monkeypatch, tmp_pat
     assert seen["cfg"].cv_folds == 4
     with pytest.raises(InputError, match="at least 2 folds"):
         train_stages(TrainingRun("fusion", (data,), tmp_path / "w", folds=1))
+
+
+def test_train_classifier_folds_reaches_the_fold_training(monkeypatch, tmp_path):
+    import classifier.folds as cfolds
+    from click.testing import CliRunner
+    from pipeline import cli
+    seen = {}
+    monkeypatch.setattr(cfolds, "run_classifier_folds", lambda run, k: seen.update(run=run, k=k))
+    data = tmp_path / "ph"
+    generate(data, builtin_specs(2, 54), 54, "built-in statistical model", workers=1)
+    out = tmp_path / "w"
+    (out / "classifier").mkdir(parents=True)
+    (out / "classifier" / WEIGHTS_FILE).write_bytes(b"an earlier single network")
+    res = CliRunner().invoke(cli, ["train", "classifier", "--data", str(data), "--out", str(out), "--folds", "5",
+                                   "--epochs", "3"])
+    assert res.exit_code == 0, res.output
+    assert seen["k"] == 5 and seen["run"].overrides == {"epochs": 3}
+    assert "--folds 5" in seen["run"].command
+    assert not (out / "classifier" / WEIGHTS_FILE).exists()   # an ensemble folder keeps no stale single network
+    res = CliRunner().invoke(cli, ["train", "detector", "--data", str(data), "--out", str(out), "--folds", "5"])
+    assert res.exit_code == 2 and "not the detector" in res.output
