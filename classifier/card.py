@@ -119,7 +119,7 @@ def ensemble_card_text(meta: Mapping[str, object]) -> str:
         "",
         f"{k} networks of the same design (`{cfg['sag_backbone']}` sagittal, `{cfg['ax_backbone']}` axial; each "
         f"fold's own card in `{ens['members'][0]}/MODEL_CARD.md` ...), each trained without one fold of the "
-        f"geometries. `run` {ens['rule']}. Priors applied: disc {cfg['disc_priors']}, canal {cfg['canal_priors']}.",
+        f"geometries. `run` grades with the {ens['rule']}. Priors applied: disc {cfg['disc_priors']}, canal {cfg['canal_priors']}.",
         "",
         "## Data and folds",
         f"- Trained on: {tr['data']}: {tr['geometries']} geometries ({tr['renders']} renders), dealt into {k} "
