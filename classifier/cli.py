@@ -105,7 +105,7 @@ def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_d
               help="holdout.json: grade only its geometries (e.g. the evaluation hold-out's renders).")
 def evaluate(data_dir, weights_dir, name, json_out, record, tta, only_file):
     """Per-class disc and canal figures of a weights folder on a labelled folder."""
-    from .card import write_model_card
+    from .card import write_ensemble_card, write_model_card
     weights_dir, classifier = load_classifier(weights_dir)
     classifier.tta = tta
     records = [r for r in build_dataset(data_dir) if r.patient_id == split_key(r.patient_id)]
@@ -123,7 +123,8 @@ def evaluate(data_dir, weights_dir, name, json_out, record, tta, only_file):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         meta["evaluations"] = [e for e in meta.get("evaluations", []) if e["data"] != report.data] + [report.to_dict()]
         write_json_atomic(meta_path, meta)
-        click.echo(f"recorded in {meta_path} and {write_model_card(weights_dir, meta)}")
+        card = (write_ensemble_card if meta.get("ensemble") else write_model_card)(weights_dir, meta)
+        click.echo(f"recorded in {meta_path} and {card}")
 
 
 @cli.command("dump-crops")
