@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from report.run_help import RUN_HELP, RUN_OPTIONS, RUN_SHORT_HELP   # text only: --help stays fast
+from report.run_help import RUN_HELP, RUN_OPTIONS, RUN_SHORT_HELP, TRAIN_OPTIONS   # text only: --help stays fast
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 
@@ -68,12 +68,20 @@ def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant
 @cli.command()
 @click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path),
               help="Ground-truth challenge label file.")
-@click.option("--pred", "pred_file", required=True, type=click.Path(path_type=Path),
+@click.option("--pred", "pred_file", type=click.Path(path_type=Path), default=None,
               help="Predictions in the challenge submission format.")
+@click.option("--reports", "reports_dir", type=click.Path(path_type=Path), default=None,
+              help="Instead of --pred: a `run` folder; its reports' probabilities give ROC curves, AUCs, "
+                   "reliability plots and a markdown summary in --out.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for confusion-matrix PNGs and metrics.json.")
-def evaluate(labels_file: Path, pred_file: Path, out_dir):
+              help="Folder for the PNGs and metrics.json (with --reports: also analysis.md).")
+def evaluate(labels_file: Path, pred_file, reports_dir, out_dir):
     """Score predictions by the challenge metric; the last line printed is `score: 0.XXXX`."""
+    if (pred_file is None) == (reports_dir is None):
+        raise click.UsageError("give exactly one of --pred and --reports")
+    if reports_dir is not None:
+        from evaluation.analysis import analysis_command
+        sys.exit(analysis_command(labels_file, reports_dir, out_dir or Path(reports_dir) / "analysis"))
     from evaluation.report import evaluate_command
     sys.exit(evaluate_command(labels_file, pred_file, out_dir))
 
@@ -92,40 +100,32 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 
 @cli.command()
 @click.argument("stage", type=click.Choice(["detector", "classifier", "fusion", "all"]))
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path),
-              help="Challenge-layout folder with images (repeatable). Each folder reads its own labels.json and "
-                   "boxes.json (or the challenge's train.json and bounding_box_train.json, in it or beside it) "
-                   "when it has them, else --labels/--boxes. The detector learns from the first.")
-@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
-              help="Label file of the geometry fusion learns curvature from (default: the first folder's).")
-@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
-              help="Box file of that geometry (default: the first folder's).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Weights folder: writes OUT/<stage>/ with a model card, then OUT/MANIFEST.json.")
-@click.option("--holdout", "holdout_file", type=click.Path(path_type=Path), default=None,
-              help="holdout.json of geometry ids no stage may train on (e.g. weights/holdout.json).")
-@click.option("--holdout-n", type=click.IntRange(0), default=0, show_default=True,
-              help="Draw a stratified hold-out of N geometries from the labels instead (written to OUT/holdout.json).")
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Detector/classifier epochs (default: config).")
-@click.option("--val-data", "val_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
-              help="Classifier: a labelled folder never trained on (e.g. built-in phantoms) that joins its "
-                   "validation set for early stopping and the class priors; repeatable.")
-@click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Detector: a wall-time budget for YOLO in minutes; the epoch count is fitted to it after the "
-                   "first epoch (replaces --epochs there). The refiner and scoring come on top.")
-@click.option("--device", default=None, help="Torch device, e.g. cpu or cuda (default: cuda when present).")
-@click.option("--data-name", default="", help="How the model cards name the --data folders.")
-@click.option("--geometry-name", default="", help="How the fusion card names --labels/--boxes.")
-@click.option("--no-cv", is_flag=True, help="Fusion: skip cross-validation (fit only).")
+@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path), help=TRAIN_OPTIONS["data"])
+@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None, help=TRAIN_OPTIONS["labels"])
+@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None, help=TRAIN_OPTIONS["boxes"])
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help=TRAIN_OPTIONS["out"])
+@click.option("--holdout", "holdout_file", type=click.Path(path_type=Path), default=None, help=TRAIN_OPTIONS["holdout"])
+@click.option("--holdout-n", type=click.IntRange(0), default=0, show_default=True, help=TRAIN_OPTIONS["holdout-n"])
+@click.option("--epochs", type=click.IntRange(1), default=None, help=TRAIN_OPTIONS["epochs"])
+@click.option("--val-data", "val_dirs", multiple=True, type=click.Path(path_type=Path, exists=True), help=TRAIN_OPTIONS["val-data"])
+@click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None, help=TRAIN_OPTIONS["detector-minutes"])
+@click.option("--device", default=None, help=TRAIN_OPTIONS["device"])
+@click.option("--data-name", default="", help=TRAIN_OPTIONS["data-name"])
+@click.option("--geometry-name", default="", help=TRAIN_OPTIONS["geometry-name"])
+@click.option("--no-cv", is_flag=True, help=TRAIN_OPTIONS["no-cv"])
+@click.option("--folds", type=click.IntRange(0), default=0, help=TRAIN_OPTIONS["folds"])
+@click.option("--pretrained", multiple=True, help="Start from a local file: FILE (train detector: an ultralytics "
+              ".pt; train classifier: a timm state dict or checkpoint), or STAGE=FILE (e.g. with all).")
 def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, val_dirs,
-          detector_minutes, device, data_name, geometry_name, no_cv):
+          detector_minutes, device, data_name, geometry_name, no_cv, folds, pretrained):
     """Retrain one stage (or all, in flow order) into a weights folder, each with its model card."""
-    from release.training import TrainingRun, train_stages
+    from release.training import TrainingRun, parse_pretrained, train_stages
     from study.errors import InputError
     try:
         manifest = train_stages(TrainingRun(stage, tuple(data_dirs), out_dir, labels_file, boxes_file, holdout_file,
                                             holdout_n, epochs, device, data_name, geometry_name, not no_cv,
-                                            detector_minutes, tuple(val_dirs)))
+                                            detector_minutes, tuple(val_dirs), parse_pretrained(stage, pretrained),
+                                            folds))
     except InputError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -151,14 +151,15 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
               help=RUN_OPTIONS["engine"])
 @click.option("--address", default=None, help=RUN_OPTIONS["address"])
 @click.option("--workers", type=click.IntRange(1), default=None, help=RUN_OPTIONS["workers"])
+@click.option("--tta", is_flag=True, help=RUN_OPTIONS["tta"])
 def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, device, batch_size, weights_dir, sr,
-        engine, address, workers):
+        engine, address, workers, tta):
     if labels_file is not None and not dump_crops:
         raise click.UsageError("--labels only labels the crop sheets; add --dump-crops")
     if engine != "ray" and (address is not None or workers is not None):
         raise click.UsageError("--address and --workers need --engine ray")
     sys.exit(run_batch(input_dir, out_dir, boxes_file, dump_crops, device, batch_size, weights_dir, labels_file,
-                       overwrite, sr=sr, engine=engine, address=address, workers=workers))
+                       overwrite, sr=sr, engine=engine, address=address, workers=workers, tta=tta))
 
 
 @cli.command()

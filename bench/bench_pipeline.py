@@ -27,13 +27,52 @@ def _run(input_dir: Path, out_dir: Path, extra=()) -> float:
     return time.perf_counter() - t
 
 
+def compare(args) -> int:
+    """The 100-patient total of several `run` configurations measured in one session, taking turns (so a load
+    change on a shared machine falls on all of them), with each one's stage breakdown and its cost against the first."""
+    import shlex
+    configs = []
+    for item in args.compare:
+        name, _, extra = item.partition("=")
+        configs.append((name, shlex.split(extra)))
+    totals = {name: [] for name, _ in configs}
+    stages = {name: [] for name, _ in configs}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for r in range(args.repeats):
+            for name, extra in configs:
+                out = tmp / f"{name}-{r}"
+                totals[name].append(_run(args.input, out, ("--batch-size", str(args.batch_size), *extra)))
+                stages[name].append(json.loads((out / "run.json").read_text())["stage_seconds"])
+    cpu = platform.processor() or platform.machine()
+    print(f"side-by-side benchmark: {args.input}, {os.cpu_count()} CPU cores ({cpu}), python "
+          f"{platform.python_version()}, batch size {args.batch_size}, {args.repeats} turns")
+    base = sorted(totals[configs[0][0]])[len(totals[configs[0][0]]) // 2]
+    print(f"{'configuration':<16}{'total runs (s)':<28}{'median':>8}{'vs ' + configs[0][0]:>14}"
+          f"{'classifier (s, median)':>24}")
+    for name, _ in configs:
+        med = sorted(totals[name])[len(totals[name]) // 2]
+        clf = sorted(s.get("classifier", 0.0) for s in stages[name])[len(stages[name]) // 2]
+        runs = ", ".join(f"{v:.1f}" for v in totals[name])
+        print(f"{name:<16}{runs:<28}{med:>8.1f}{100 * (med / base - 1):>+13.0f}%{clf:>24.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--patients", type=int, default=100)
     ap.add_argument("--input", type=Path, default=None, help="challenge-layout folder (default: render phantoms)")
     ap.add_argument("--seed", type=int, default=4242)
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=ARGS",
+                    help="Side by side instead: time `run` with each NAME's extra arguments (e.g. 'ensemble=--weights "
+                         "W' or 'tta=--tta'), the configurations taking turns, --repeats times each; repeatable.")
+    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
+    if args.compare:
+        if args.input is None:
+            ap.error("--compare needs --input (the same folder for every configuration)")
+        return compare(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

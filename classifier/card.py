@@ -22,6 +22,19 @@ def _task_table(task: Mapping[str, object], classes) -> list:
     return lines
 
 
+def pretrained_line(start) -> str:
+    """The card's line on how the backbones started: random weights, or a named file and its sha256."""
+    if not start:
+        return "- Backbones started from random weights (no `--pretrained` file)."
+    parts = []
+    for which, b in start["backbones"].items():
+        extra = (f", head keys set aside: {', '.join(b['head_keys_dropped'])}" if b["head_keys_dropped"] else "") + (
+            f", input channels adapted: {', '.join(b['input_channels_adapted'])}" if b["input_channels_adapted"] else "")
+        parts.append(f"{which} {b['tensors']} tensors{extra}")
+    return (f"- Backbones started from the pretrained file `{start['file']}` (sha256 `{start['sha256']}`, loaded "
+            f"offline, strict key and shape checks): {'; '.join(parts)}.")
+
+
 def model_card_text(meta: Mapping[str, object]) -> str:
     cfg = meta["config"]
     tr = meta["training"]
@@ -43,6 +56,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         "stratified on disc extrusion, canal grade 3 and disc bulge" + (
             f"; {tr['val_extra']['renders']} of the validation renders are {tr['val_extra']['data']} "
             "(never trained on)." if tr.get("val_extra") else "."),
+        pretrained_line(tr.get("pretrained")),
         f"- Class weights of the loss ((1/frequency)^{cfg['class_weight_power']}): disc "
         f"{[round(x, 3) for x in tr['disc_class_weights']]}, canal {[round(x, 3) for x in tr['canal_class_weights']]}.",
         "",
@@ -92,4 +106,62 @@ def model_card_text(meta: Mapping[str, object]) -> str:
 def write_model_card(weights_dir: Path, meta: Mapping[str, object]) -> Path:
     path = Path(weights_dir) / CARD_FILE
     path.write_text(model_card_text(meta), encoding="utf-8")
+    return path
+
+
+def ensemble_card_text(meta: Mapping[str, object]) -> str:
+    """MODEL_CARD.md of a K-fold ensemble (classifier.folds): its folds, the cross-validated figures, the
+    held-out figures of the averaged networks."""
+    cfg, tr, ens, cv = meta["config"], meta["training"], meta["ensemble"], meta["cv"]
+    k = ens["folds"]
+    lines = [
+        f"# Classifier: a {k}-fold ensemble (disc grade at 5 discs, central canal grade at 11 positions)",
+        "",
+        f"{k} networks of the same design (`{cfg['sag_backbone']}` sagittal, `{cfg['ax_backbone']}` axial; each "
+        f"fold's own card in `{ens['members'][0]}/MODEL_CARD.md` ...), each trained without one fold of the "
+        f"geometries. `run` grades with the {ens['rule']}. Priors applied: disc {cfg['disc_priors']}, canal {cfg['canal_priors']}.",
+        "",
+        "## Data and folds",
+        f"- Trained on: {tr['data']}: {tr['geometries']} geometries ({tr['renders']} renders), dealt into {k} "
+        "patient-level folds (every render and label variant of a geometry in one fold; stratified on disc "
+        "extrusion, canal grade 3 and disc bulge). Each fold's network early-stops and tunes its priors on a "
+        "validation split of its own training folds.",
+        pretrained_line(tr.get("pretrained")),
+        "",
+        f"## Cross-validated figures (out of fold: each of the {cv['n_patients']} geometries graded by the network "
+        "that never saw it, one render each, its own labels)",
+        "",
+        "| task | macro-F1 | 95 % bootstrap interval (patients resampled) | decisions |",
+        "| --- | --- | --- | --- |",
+    ]
+    for task in ("disc", "canal"):
+        t = cv[task]
+        lines.append(f"| {task} | **{t['macro_f1']:.3f}** | {t['interval_95'][0]:.3f}-{t['interval_95'][1]:.3f} | "
+                     f"{t['n_items']} |")
+    lines += ["", "| fold | geometries | disc macro-F1 | canal macro-F1 |", "| --- | --- | --- | --- |"]
+    lines += [f"| {f['fold']} | {f['geometries']} | {f['disc_macro_f1']:.3f} | {f['canal_macro_f1']:.3f} |"
+              for f in cv["per_fold"]]
+    lines += ["", "These are the grade parts of the challenge score (0.3 disc + 0.3 canal); curvature and "
+              "alignment are the fusion stage's (its card holds their cross-validated figures).", ""]
+    evaluations = meta.get("evaluations") or []
+    if evaluations:
+        lines += ["## Held-out figures of the ensemble (geometries no fold trained on)", ""]
+        for ev in evaluations:
+            lines += [f"### {ev['data']} ({ev['n_patients']} patients)", ""]
+            lines += _task_table(ev["disc"], DISC_GRADES)
+            lines += _task_table(ev["canal"], CANAL_GRADES)
+    notes = meta.get("notes") or []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    lines += ["## Provenance",
+              f"- Seed {tr['seed']}; all folds {tr['seconds'] / 60:.1f} min on {tr['device']} with {tr['threads']} "
+              f"threads; git commit {tr['git_commit']}; torch {tr['torch']}, timm {tr['timm']}, Python {tr['python']}.",
+              "- Each fold's weights and sha256: its own `classifier.json`; all of them are in the weights' "
+              "MANIFEST.json.", "", "## Retrain", "```", meta.get("command", ""), "```", ""]
+    return "\n".join(lines)
+
+
+def write_ensemble_card(weights_dir: Path, meta: Mapping[str, object]) -> Path:
+    path = Path(weights_dir) / CARD_FILE
+    path.write_text(ensemble_card_text(meta), encoding="utf-8")
     return path

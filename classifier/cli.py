@@ -68,15 +68,26 @@ def cli():
 @click.option("--set", "overrides", multiple=True, help="Config override KEY=VALUE (JSON value); repeatable.")
 @click.option("--note", "notes", multiple=True, help="A line for the model card's notes; repeatable.")
 @click.option("--device", default=None, help="torch device (default: cuda when present, else cpu).")
+@click.option("--pretrained", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="A local timm state dict or checkpoint both backbones start from (read offline, strict checks).")
+@click.option("--folds", type=click.IntRange(0), default=0,
+              help="K >= 2: train a K-fold ensemble (fold1..foldK) and record the cross-validated score.")
 def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_dirs, val_name, overrides, notes,
-          device):
+          device, pretrained, folds):
     """Train, early-stop on validation macro-F1, tune priors, then write weights, config and MODEL_CARD.md."""
     from study.splits import read_holdout
     exclude = read_holdout(exclude_file) if exclude_file else set()
+    if folds == 1:
+        raise click.BadParameter("needs at least 2 folds", param_hint="--folds")
+    run = ClassifierRun(tuple(data_dirs), out_dir, data_name, holdout, frozenset(exclude), tuple(test_dirs),
+                        parse_overrides(overrides), tuple(notes), device, val_dirs=tuple(val_dirs),
+                        val_name=val_name, pretrained=pretrained)
     try:
-        run_classifier(ClassifierRun(tuple(data_dirs), out_dir, data_name, holdout, frozenset(exclude),
-                                     tuple(test_dirs), parse_overrides(overrides), tuple(notes), device,
-                                     val_dirs=tuple(val_dirs), val_name=val_name), log=click.echo)
+        if folds:
+            from .folds import run_classifier_folds
+            run_classifier_folds(run, folds, log=click.echo)
+        else:
+            run_classifier(run, log=click.echo)
     except InputError as e:
         raise click.ClickException(str(e)) from None
 
@@ -89,12 +100,21 @@ def train(data_dirs, out_dir, data_name, holdout, exclude_file, test_dirs, val_d
 @click.option("--name", default=None, help="How the report names the data (default: from its phantom.json).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write the report as JSON.")
 @click.option("--record", is_flag=True, help="Also add the figures to the weights' classifier.json and model card.")
-def evaluate(data_dir, weights_dir, name, json_out, record):
+@click.option("--tta", is_flag=True, help="Grade with test-time augmentation (as `run --tta`).")
+@click.option("--only", "only_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="holdout.json: grade only its geometries (e.g. the evaluation hold-out's renders).")
+def evaluate(data_dir, weights_dir, name, json_out, record, tta, only_file):
     """Per-class disc and canal figures of a weights folder on a labelled folder."""
-    from .card import write_model_card
+    from .card import write_ensemble_card, write_model_card
     weights_dir, classifier = load_classifier(weights_dir)
+    classifier.tta = tta
     records = [r for r in build_dataset(data_dir) if r.patient_id == split_key(r.patient_id)]
-    report = evaluate_records(classifier, records, name or describe_folder(data_dir))
+    if only_file:
+        from study.splits import read_holdout
+        only = read_holdout(only_file)
+        records = [r for r in records if r.patient_id in only]
+    report = evaluate_records(classifier, records, (name or describe_folder(data_dir)) +
+                              (", test-time augmentation" if tta else ""))
     click.echo(report.text())
     if json_out:
         write_json_atomic(json_out, report.to_dict())
@@ -103,7 +123,8 @@ def evaluate(data_dir, weights_dir, name, json_out, record):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         meta["evaluations"] = [e for e in meta.get("evaluations", []) if e["data"] != report.data] + [report.to_dict()]
         write_json_atomic(meta_path, meta)
-        click.echo(f"recorded in {meta_path} and {write_model_card(weights_dir, meta)}")
+        card = (write_ensemble_card if meta.get("ensemble") else write_model_card)(weights_dir, meta)
+        click.echo(f"recorded in {meta_path} and {card}")
 
 
 @cli.command("dump-crops")

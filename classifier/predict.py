@@ -96,54 +96,111 @@ def export_traced(weights_dir: PathLike) -> Path:
                        weights_dir / WEIGHTS_FILE, weights_dir / TRACED_FILE)
 
 
+def _load_network(weights_dir: Path, device: Optional[str], meta: Optional[dict] = None):
+    """One network of a classifier folder (classifier.pt checked against classifier.json's sha256; on the CPU
+    its traced copy when that matches) and its metadata."""
+    cfg_path, weights_path = weights_dir / CONFIG_FILE, weights_dir / WEIGHTS_FILE
+    for p in (cfg_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"classifier weights folder {weights_dir} lacks {p.name}")
+    meta = meta if meta is not None else json.loads(cfg_path.read_text(encoding="utf-8"))
+    expected, actual = meta.get("weights_sha256"), sha256_of(weights_path)
+    if expected and actual != expected:
+        raise ValueError(f"{weights_path}: sha256 differs from the one in {cfg_path.name}; the files do not belong together")
+    cfg = ClassifierConfig.from_dict(meta["config"])
+    model = None
+    if pick_device(device).type == "cpu":
+        from common.traced import load_traced
+        model = load_traced(weights_dir / TRACED_FILE, weights_path, actual)
+    return (model if model is not None else _network(weights_path, cfg)), meta
+
+
+# Test-time augmentation (`run --tta`): each crop is also read shifted and scaled a little, and the softmax
+# outputs of all views are averaged. A view is (shift x, shift y, scale) in units of the crop side: a shift of
+# 0.04 moves a 48-px crop by about 2 px (a quarter of the training jitter's range, jitter_shift 0.08 of the
+# pitch), a scale of 1.06 zooms out by 6 % (training: jitter_scale 0.08).
+IDENTITY_VIEW = (0.0, 0.0, 1.0)
+TTA_VIEWS = (IDENTITY_VIEW, (0.04, 0.04, 1.0), (-0.04, -0.04, 1.0), (0.0, 0.0, 1.06), (0.0, 0.0, 0.94))
+
+
+def warp_crops(x: torch.Tensor, dx: float, dy: float, scale: float) -> torch.Tensor:
+    """Crops (B, N, C, H, W) resampled as if cut dx, dy crop sides further right/down and `scale` times as
+    large (bilinear; outside the crop the border is repeated)."""
+    import torch.nn.functional as F
+    b, n, c, h, w = x.shape
+    flat = x.reshape(b * n, c, h, w)
+    theta = torch.tensor([[scale, 0.0, 2 * dx], [0.0, scale, 2 * dy]], dtype=flat.dtype, device=flat.device)
+    grid = F.affine_grid(theta.expand(b * n, 2, 3), list(flat.shape), align_corners=False)
+    return F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False).reshape(x.shape)
+
+
 class Classifier:
     """Trained grading network plus its config and decision priors, loaded once from a weights folder."""
 
-    def __init__(self, model: "GradeNet", cfg: ClassifierConfig, device: Optional[str] = None, meta: Optional[dict] = None):
+    def __init__(self, model: "GradeNet", cfg: ClassifierConfig, device: Optional[str] = None, meta: Optional[dict] = None,
+                 members: Sequence["GradeNet"] = (), tta: bool = False):
+        """model: the network; members: more networks (the folds of an ensemble) whose softmax outputs are
+        averaged with model's; tta: average each network over the TTA_VIEWS of every crop (test-time augmentation)."""
         self.cfg = cfg
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
+        self.models = [self.model] + [m.to(self.device).eval() for m in members]
+        self.tta = tta
         self.meta = meta or {}
         # What a position outside the field of view submits (classifier.json label_prior).
         self.label_prior = GradePrior.from_meta(self.meta)
 
     @staticmethod
     def load(weights_dir: PathLike = DEFAULT_WEIGHTS, device: Optional[str] = None,
-             threads: Optional[int] = None) -> "Classifier":
-        """Load classifier.json and classifier.pt (a plain state_dict, read with weights_only=True)."""
+             threads: Optional[int] = None, tta: bool = False) -> "Classifier":
+        """Load classifier.json and classifier.pt (a plain state_dict, read with weights_only=True).
+
+        A folder whose classifier.json names an ensemble (classifier.folds) loads every fold's network, each
+        from its own subfolder and checked against its own sha256; their probabilities are averaged."""
         weights_dir = Path(weights_dir)
-        cfg_path, weights_path = weights_dir / CONFIG_FILE, weights_dir / WEIGHTS_FILE
-        for p in (cfg_path, weights_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"classifier weights folder {weights_dir} lacks {p.name}")
+        cfg_path = weights_dir / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"classifier weights folder {weights_dir} lacks {cfg_path.name}")
         meta = json.loads(cfg_path.read_text(encoding="utf-8"))
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{cfg_path}: format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-        expected, actual = meta.get("weights_sha256"), sha256_of(weights_path)
-        if expected and actual != expected:
-            raise ValueError(f"{weights_path}: sha256 differs from the one in {cfg_path.name}; the files do not belong together")
         if threads:
             torch.set_num_threads(threads)
         cfg = ClassifierConfig.from_dict(meta["config"])
-        model = None
-        if pick_device(device).type == "cpu":
-            from common.traced import load_traced
-            model = load_traced(weights_dir / TRACED_FILE, weights_path, actual)
-        return Classifier(model if model is not None else _network(weights_path, cfg), cfg, device, meta)
+        if meta.get("ensemble"):
+            members = meta["ensemble"].get("members") or []
+            if not members:
+                raise ValueError(f"{cfg_path}: an ensemble without members")
+            nets = [_load_network(weights_dir / m, device)[0] for m in members]
+            return Classifier(nets[0], cfg, device, meta, members=nets[1:], tta=tta)
+        return Classifier(_load_network(weights_dir, device, meta)[0], cfg, device, meta, tta=tta)
 
     def crops(self, study: Study, boxes: LevelBoxes) -> LevelCrops:
         return make_level_crops(study, boxes, self.cfg)
 
     @torch.no_grad()
     def probabilities(self, crops: Sequence[LevelCrops], batch_patients: int = 32):
-        """Softmax outputs and features for each patient: (disc (N, 5, 4), canal (N, 11, 4), features (N, 11, H))."""
+        """Softmax outputs and features for each patient: (disc (N, 5, 4), canal (N, 11, 4), features (N, 11, H)).
+
+        With several networks (an ensemble) or test-time augmentation, each batch goes through every network
+        and view and the softmax outputs (and the fused features) are averaged."""
         disc, canal, feats = [], [], []
+        views = TTA_VIEWS if self.tta else (IDENTITY_VIEW,)
         for i in range(0, len(crops), batch_patients):
             sag, ax, has = (t.to(self.device) for t in batch_tensors(crops[i:i + batch_patients]))
-            out = self.model(sag, ax, has)
-            disc.append(torch.softmax(out["disc"], -1).cpu().numpy())
-            canal.append(torch.softmax(out["canal"], -1).cpu().numpy())
-            feats.append(out["features"].cpu().numpy())
+            d_sum = c_sum = f_sum = None
+            for model in self.models:
+                for view in views:
+                    s_in, a_in = (sag, ax) if view == IDENTITY_VIEW else (warp_crops(sag, *view), warp_crops(ax, *view))
+                    out = model(s_in, a_in, has)
+                    d, c, f = torch.softmax(out["disc"], -1), torch.softmax(out["canal"], -1), out["features"]
+                    d_sum, c_sum, f_sum = (d, c, f) if d_sum is None else (d_sum + d, c_sum + c, f_sum + f)
+            n = len(self.models) * len(views)
+            if n > 1:
+                d_sum, c_sum, f_sum = d_sum / n, c_sum / n, f_sum / n
+            disc.append(d_sum.cpu().numpy())
+            canal.append(c_sum.cpu().numpy())
+            feats.append(f_sum.cpu().numpy())
         return np.concatenate(disc), np.concatenate(canal), np.concatenate(feats)
 
     def grade_crops(self, crops: Sequence[LevelCrops]) -> List[LevelGrades]:

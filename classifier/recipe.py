@@ -67,39 +67,13 @@ class ClassifierRun:
     data_files: Mapping[Path, Tuple[Path, Path]] = field(default_factory=dict)
     val_dirs: Tuple[Path, ...] = ()
     val_name: Optional[str] = None
+    pretrained: Optional[Path] = None      # a local timm state dict or checkpoint for both backbones
 
 
-def run_classifier(run: ClassifierRun, log: Callable[[str], None] = print) -> dict:
-    """Train on the folders, then score held-out geometries and write the figures into the card.
-
-    Returns the classifier.json metadata written.
-    """
-    from .card import write_model_card
-    from .train import train as run_train
-    data_dirs, test_dirs, val_dirs, exclude = run.data_dirs, run.test_dirs, run.val_dirs, run.exclude
-    cfg = load_config(ClassifierConfig, overrides=dict(run.overrides))
-    data_files = dict(run.data_files)
-    records: List[PatientRecord] = []
-    for d in data_dirs:
-        records += build_dataset(d, *data_files.get(d, (None, None)))
-    candidates = [r for r in records if split_key(r.patient_id) not in exclude]
-    keep, held = fraction_holdout(candidates, run.holdout, cfg.seed)
-    held = set(held) | (set(exclude) & {split_key(r.patient_id) for r in records})
-    train_recs = [r for r in candidates if split_key(r.patient_id) in keep]
-    name = run.data_name or ", ".join(str(d) for d in data_dirs)
-    extra_val: List[PatientRecord] = []
-    for d in val_dirs:
-        extra_val += build_dataset(d)
-    in_holdout = [r for r in extra_val if split_key(r.patient_id) in exclude]
-    if in_holdout:
-        raise InputError(f"validation data holds {len({split_key(r.patient_id) for r in in_holdout})} geometries of "
-                         f"the evaluation hold-out (e.g. {in_holdout[0].patient_id}); nothing may be tuned on them",
-                         path=in_holdout[0].source)
-    run_train(train_recs, run.out_dir, cfg, device=run.device, data_name=name, extra_val_records=extra_val,
-              extra_val_name=run.val_name or ", ".join(describe_folder(d) for d in val_dirs))
-
-    classifier = Classifier.load(run.out_dir, run.device)
-    train_keys = {split_key(r.patient_id) for r in train_recs}
+def heldout_evaluations(classifier: Classifier, records: Sequence[PatientRecord], data_dirs: Sequence[Path],
+                        test_dirs: Sequence[Path], train_keys: Set[str], held: Set[str],
+                        log: Callable[[str], None] = print) -> List[dict]:
+    """The card's held-out figures: per folder, the geometries never trained on (their own labels only)."""
     folders = [(d, [r for r in records if r.source == str(d)]) for d in data_dirs] + \
         [(d, build_dataset(d)) for d in test_dirs]
     evaluations, pooled = [], []
@@ -118,6 +92,48 @@ def run_classifier(run: ClassifierRun, log: Callable[[str], None] = print) -> di
         evaluations.insert(0, evaluate_records(classifier, pooled, "all held-out renders of the training folders, pooled").to_dict())
     for ev in evaluations:
         log(f"{ev['data']}: disc macro-F1 {ev['disc']['macro_f1']:.3f}, canal macro-F1 {ev['canal']['macro_f1']:.3f}")
+    return evaluations
+
+
+def load_run_data(run: ClassifierRun) -> Tuple[List[PatientRecord], List[PatientRecord], List[PatientRecord], str]:
+    """(every record of the --data folders, those outside run.exclude, the --val-data records, the data's name).
+
+    Validation data may hold no geometry of the evaluation hold-out."""
+    records: List[PatientRecord] = []
+    for d in run.data_dirs:
+        records += build_dataset(d, *dict(run.data_files).get(d, (None, None)))
+    candidates = [r for r in records if split_key(r.patient_id) not in run.exclude]
+    extra_val: List[PatientRecord] = []
+    for d in run.val_dirs:
+        extra_val += build_dataset(d)
+    in_holdout = [r for r in extra_val if split_key(r.patient_id) in run.exclude]
+    if in_holdout:
+        raise InputError(f"validation data holds {len({split_key(r.patient_id) for r in in_holdout})} geometries of "
+                         f"the evaluation hold-out (e.g. {in_holdout[0].patient_id}); nothing may be tuned on them",
+                         path=in_holdout[0].source)
+    return records, candidates, extra_val, run.data_name or ", ".join(str(d) for d in run.data_dirs)
+
+
+def run_classifier(run: ClassifierRun, log: Callable[[str], None] = print) -> dict:
+    """Train on the folders, then score held-out geometries and write the figures into the card.
+
+    Returns the classifier.json metadata written.
+    """
+    from .card import write_model_card
+    from .train import train as run_train
+    data_dirs, test_dirs, val_dirs = run.data_dirs, run.test_dirs, run.val_dirs
+    cfg = load_config(ClassifierConfig, overrides=dict(run.overrides))
+    records, candidates, extra_val, name = load_run_data(run)
+    keep, held = fraction_holdout(candidates, run.holdout, cfg.seed)
+    held = set(held) | (set(run.exclude) & {split_key(r.patient_id) for r in records})
+    train_recs = [r for r in candidates if split_key(r.patient_id) in keep]
+    run_train(train_recs, run.out_dir, cfg, device=run.device, data_name=name, extra_val_records=extra_val,
+              extra_val_name=run.val_name or ", ".join(describe_folder(d) for d in val_dirs),
+              pretrained=run.pretrained)
+
+    classifier = Classifier.load(run.out_dir, run.device)
+    train_keys = {split_key(r.patient_id) for r in train_recs}
+    evaluations = heldout_evaluations(classifier, records, data_dirs, test_dirs, train_keys, held, log)
     meta_path = Path(run.out_dir) / CONFIG_FILE
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
     meta["evaluations"] = evaluations

@@ -62,16 +62,21 @@ def split_patients(records: Sequence[PatientRecord], val_fraction: float, seed: 
     Every render of one geometry (other seeds, rare-grade variants) stays on one side. Stratified on the
     rare findings of the geometry's own labels (disc extrusion, canal grade 3, disc bulge).
     """
+    return split_geometries([r.patient_id for r in records], val_fraction, seed, rare_findings(records))
+
+
+def rare_findings(records: Sequence[PatientRecord]) -> Callable[[str], Tuple[bool, ...]]:
+    """geometry key -> its stratum: disc extrusion, canal grade 3, disc bulge in the geometry's own labels."""
     by_key: Dict[str, PatientRecord] = {}
     for r in records:
         key = split_key(r.patient_id)
         if key not in by_key or r.patient_id == key:  # prefer the geometry's own labels
             by_key[key] = r
 
-    def rare_findings(key: str) -> Tuple[bool, ...]:
+    def stratum(key: str) -> Tuple[bool, ...]:
         lab = by_key[key].labels
         return 3 in lab.disc_grades, 3 in lab.canal_grades, 1 in lab.disc_grades
-    return split_geometries([r.patient_id for r in records], val_fraction, seed, rare_findings)
+    return stratum
 
 
 def class_weights(labels: np.ndarray, n_classes: int, power: float) -> torch.Tensor:
@@ -129,7 +134,8 @@ def _scores(disc_p, canal_p, disc_t, canal_t) -> Dict[str, float]:
 def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierConfig = ClassifierConfig(),
           val_records: Optional[Sequence[PatientRecord]] = None, device: Optional[str] = None,
           data_name: str = "unnamed data", log: Callable[[str], None] = print,
-          extra_val_records: Sequence[PatientRecord] = (), extra_val_name: str = "") -> TrainResult:
+          extra_val_records: Sequence[PatientRecord] = (), extra_val_name: str = "",
+          pretrained: Optional[PathLike] = None) -> TrainResult:
     """Train on labelled records and write classifier.pt, classifier.json (config, priors, provenance).
 
     Validation: val_records when given, else a stratified patient-level split of `records` (val_fraction).
@@ -137,6 +143,7 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
     set, so early stopping and the class priors rest on more than the split's few rare-grade cases.
     The epoch with the best mean of the tuned disc and canal macro-F1 on validation is kept; the class
     priors tuned on its validation outputs go into the saved config.
+    pretrained: a local timm state dict or checkpoint both backbones start from (classifier.pretrained).
     """
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
@@ -175,7 +182,13 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
     disc_val, canal_val = label_arrays(val_recs)
     val_tensors = batch_tensors([r.crops(cfg) for r in val_recs])
 
-    model = GradeNet(cfg).to(dev)
+    model = GradeNet(cfg)
+    start = None
+    if pretrained is not None:
+        from .pretrained import load_pretrained
+        start = load_pretrained(model, pretrained)
+        log(f"backbones start from {start['file']} (sha256 {start['sha256'][:12]}...)")
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng(cfg.seed)
     if cfg.epoch_sampling not in ("geometry", "render"):
@@ -251,6 +264,7 @@ def train(records: Sequence[PatientRecord], out_dir: PathLike, cfg: ClassifierCo
                      "val_extra": ({"data": extra_val_name or "extra validation data", "renders": len(extra_val)}
                                    if extra_val else None),
                      "train_ids": list(train_ids),
+                     "pretrained": start,
                      "best_epoch": best_epoch, "epochs_run": epoch, "seconds": round(seconds, 1),
                      "device": str(dev), "threads": cfg.threads, "seed": cfg.seed,
                      "disc_class_weights": [round(float(x), 3) for x in disc_w.cpu()],

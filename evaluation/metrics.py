@@ -356,3 +356,28 @@ def bootstrap_interval(truth: Sequence[PatientLabels], pred: Sequence[PatientLab
         scores.append(challenge_score(t, q).score)
     lo, hi = np.percentile(scores, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
+
+
+def bootstrap_tasks(truth: Sequence[PatientLabels], pred: Sequence[PatientLabels], n_resamples: int = 1000,
+                    level: float = 0.95, seed: int = 0) -> Dict[str, Tuple[float, float]]:
+    """Percentile intervals of the challenge score ('score') and of each task's value ('curvature', 'alignment',
+    'disc', 'canal'), over the same patient resamples as bootstrap_interval (same seed: the same 'score')."""
+    if not truth:
+        raise ValueError("no ground-truth patients to score")
+    by_id = {p.patient_id: p for p in pred}
+    rng = np.random.default_rng(seed)
+    values: Dict[str, List[float]] = {}
+    for _ in range(n_resamples):
+        draw = [truth[i] for i in rng.integers(0, len(truth), len(truth))]
+        t = [replace(p, patient_id=f"{p.patient_id}#{k}") for k, p in enumerate(draw)]
+        q = [replace(by_id[p.patient_id], patient_id=f"{p.patient_id}#{k}") for k, p in enumerate(draw)
+             if p.patient_id in by_id]
+        rep = challenge_score(t, q)
+        values.setdefault("score", []).append(rep.score)
+        for task in rep.tasks:
+            values.setdefault(task.task, []).append(task.value)
+    out = {}
+    for name, v in values.items():
+        lo, hi = np.percentile(v, [50 * (1 - level), 50 * (1 + level)])
+        out[name] = (float(lo), float(hi))
+    return out

@@ -65,6 +65,13 @@ def _image_head_lines(meta: Mapping[str, object]) -> list:
     return out
 
 
+def _oof_interval_lines(cv) -> list:
+    """The first repeat's out-of-fold figures with their 95 % patient-bootstrap intervals, where recorded."""
+    iv = cv.get("out_of_fold_interval_95") or {}
+    return [f"- Out of fold, first repeat, with the 95 % bootstrap interval over the patients: {t} "
+            f"{v['value']:.3f} ({v['interval_95'][0]:.3f}-{v['interval_95'][1]:.3f})" for t, v in iv.items()]
+
+
 def model_card_text(meta: Mapping[str, object]) -> str:
     cfg = meta.get("config", {})
     cv = meta.get("cv") or {}
@@ -99,6 +106,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"- Alignment F1 of class 0 (poor): {_ms(cv, 'alignment_poor_f1')}; mean sd over the folds inside a",
         f"  repeat {cv.get('alignment_poor_f1_fold_sd_mean', 'n/a')}",
         f"- Alignment AUC (poor vs acceptable): {_ms(cv, 'alignment_auc')}",
+        *_oof_interval_lines(cv),
         f"- Curvature confusion summed over repeats (rows truth, columns prediction, order "
         f"{', '.join(CURVATURE_CLASSES)}): {cv.get('curvature_confusion')}",
         "",

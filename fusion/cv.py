@@ -66,6 +66,9 @@ class CVResult:
     curvature_confusion: Tuple[Tuple[int, ...], ...]  # summed over repeats, rows = truth
     n_patients: int
     n_folds: int
+    # 95 % bootstrap intervals (patients resampled) of the first repeat's out-of-fold curvature macro-F1 and
+    # alignment F1(poor): task -> (value, lo, hi)
+    first_repeat_intervals: Tuple[Tuple[str, float, float, float], ...] = ()
 
     @staticmethod
     def _ms(v: Sequence[float]) -> Tuple[float, float]:
@@ -84,6 +87,9 @@ class CVResult:
                          "per_repeat": [round(float(v), 4) for v in getattr(self, name)]}
         out["alignment_poor_f1_fold_sd_mean"] = round(float(np.mean(self.alignment_poor_f1_fold_sd)), 4)
         out["curvature_confusion"] = [list(r) for r in self.curvature_confusion]
+        if self.first_repeat_intervals:
+            out["out_of_fold_interval_95"] = {t: {"value": round(v, 4), "interval_95": [round(lo, 4), round(hi, 4)]}
+                                              for t, v, lo, hi in self.first_repeat_intervals}
         return out
 
 
@@ -112,6 +118,7 @@ def cross_validate(X: np.ndarray, curvature: np.ndarray, alignment: np.ndarray, 
     ci = list(names).index(CURVATURE_INDEX) if CURVATURE_INDEX in names else None
     cf, cfu, ccut, af, afs, auc = [], [], [], [], [], []
     conf = np.zeros((len(CURVATURE_CLASSES),) * 2, int)
+    intervals: Tuple = ()
     for r in range(cfg.cv_repeats):
         seed = cfg.seed + r
         pc = np.zeros(len(yc), int)
@@ -136,10 +143,25 @@ def cross_validate(X: np.ndarray, curvature: np.ndarray, alignment: np.ndarray, 
         af.append(class_f1(ya, pa, ALIGNMENT_SCORED_CLASS))
         afs.append(float(np.std(fold_f, ddof=1)))
         auc.append(roc_auc(_poor_target(ya), sa))
+        if r == 0:
+            intervals = out_of_fold_intervals(yc, ya, pc, pa, cfg.seed)
         for t, p in zip(yc, pc):
             conf[t, p] += 1
     return CVResult(tuple(cf), tuple(cfu), tuple(ccut), tuple(af), tuple(afs), tuple(auc),
-                    tuple(tuple(int(v) for v in row) for row in conf), len(yc), cfg.cv_folds)
+                    tuple(tuple(int(v) for v in row) for row in conf), len(yc), cfg.cv_folds, intervals)
+
+
+def out_of_fold_intervals(yc, ya, pc, pa, seed: int) -> Tuple[Tuple[str, float, float, float], ...]:
+    """Curvature macro-F1 and alignment F1(poor) of out-of-fold predictions, each with the 95 % bootstrap interval
+    of evaluation.metrics (patients resampled; the challenge's own definitions of both figures)."""
+    from evaluation.metrics import bootstrap_tasks, challenge_score
+    from study.challenge import PatientLabels
+    from study.levels import CANAL_POSITIONS, DISCS
+    zeros_d, zeros_c = (0,) * len(DISCS), (0,) * len(CANAL_POSITIONS)
+    truth = [PatientLabels(f"r{k}", int(c), int(a), zeros_d, zeros_c) for k, (c, a) in enumerate(zip(yc, ya))]
+    pred = [PatientLabels(f"r{k}", int(c), int(a), zeros_d, zeros_c) for k, (c, a) in enumerate(zip(pc, pa))]
+    rep, ci = challenge_score(truth, pred), bootstrap_tasks(truth, pred, seed=seed)
+    return tuple((t, rep.task(t).value, *ci[t]) for t in ("curvature", "alignment"))
 
 
 def _merge_rare(strata: np.ndarray, min_count: int = 5) -> np.ndarray:

@@ -111,8 +111,10 @@ class Reader:
 
     @classmethod
     def from_weights(cls, weights_dir: PathLike, device: str = "cpu", detector: bool = True,
-                     clock: Optional[StageClock] = None) -> "Reader":
-        """Verify weights_dir/MANIFEST.json, then load the stages (detector=False: boxes will be given).
+                     clock: Optional[StageClock] = None, tta: bool = False) -> "Reader":
+        """Verify weights_dir/MANIFEST.json, then load the stages (detector=False: boxes will be given; tta: the
+        classifier averages shifted and scaled views of each crop). A classifier folder holding a K-fold
+        ensemble (classifier.folds) loads every fold and averages their probabilities.
 
         Raises ReaderError when the weights are unusable.
         """
@@ -133,7 +135,7 @@ class Reader:
             from detector.predict import Detector
             det = Detector.from_weights(weights_dir / "detector", device=device)
         review = det.config.warn_confidence if det is not None else DetectorConfig().warn_confidence
-        return cls(det, Classifier.load(weights_dir / "classifier", device), load_fusion(weights_dir / "fusion"),
+        return cls(det, Classifier.load(weights_dir / "classifier", device, tta=tta), load_fusion(weights_dir / "fusion"),
                    review, clock, weights_dir)
 
     # ----------------------------------------------------------------------------------------------

@@ -58,12 +58,13 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
                dump_crops: bool = False, labels_file: Optional[Path] = None, device: str = "cpu",
                batch_size: int = 16, reader: Optional[Reader] = None, echo: Callable[..., None] = None,
                overwrite: bool = False, sr: bool = False, engine: str = "local", address: Optional[str] = None,
-               workers: Optional[int] = None) -> int:
+               workers: Optional[int] = None, tta: bool = False) -> int:
     """`run`: read every patient under input_dir into out_dir; returns the exit code (0 all read, 1 some
     failed, 2 the input folder, the box file, the output folder, the device or the weights are unusable).
     reader: one already loaded (its weights_dir is then what run.json records). sr: also write a DICOM SR per
     DICOM study (OUT/sr/{id}.dcm). engine "ray": the patients are read by Ray actors (reader.ray_engine;
     address: a running cluster, else a local instance; workers: how many actors), with the same outputs.
+    tta: the classifier's test-time augmentation (classifier.predict; both engines).
 
     out_dir must be new or empty, or hold the same run killed midway (which this completes); one holding
     another run's outputs is refused, changing nothing, unless `overwrite`: then that run's files (the ones
@@ -81,7 +82,7 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
 
     echo = echo or _echo
     t0 = time.perf_counter()
-    key = run_key(input_dir, boxes_file, labels_file, dump_crops, weights_dir, sr)
+    key = run_key(input_dir, boxes_file, labels_file, dump_crops, weights_dir, sr, tta)
     try:
         patients = find_inputs(input_dir)
         given = GivenBoxes.read(boxes_file) if boxes_file is not None else None
@@ -100,7 +101,7 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
             check_device(device)                       # before any model is loaded
             clock = StageClock()
             with clock("model load"):
-                reader = Reader.from_weights(weights_dir, device, detector=given is None, clock=clock)
+                reader = Reader.from_weights(weights_dir, device, detector=given is None, clock=clock, tta=tta)
         else:
             reader.clock = StageClock()
     except (InputError, ReaderError, FileNotFoundError) as e:
@@ -120,6 +121,8 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
             "weights": str(weights_dir), "dump_crops": dump_crops, "run_key": key}
     if sr:
         info["sr"] = True
+    if tta:
+        info["tta"] = True
     if engine == "ray":
         from .ray_engine import RayError, read_into_folder_ray
         info.update(engine="ray", address=address, workers=workers)
@@ -127,7 +130,7 @@ def run_folder(input_dir: Path, out_dir: Path, weights_dir: Path, *, boxes_file:
             summary = read_into_folder_ray(patients, out_dir, Path(weights_dir), boxes_file=boxes_file,
                                            dump_crops=dump_crops, truth=truth, batch_size=batch_size, device=device,
                                            run_info=info, input_dir=input_dir, started=t0, sr=sr, address=address,
-                                           workers=workers, before_writing=clear_previous)
+                                           workers=workers, before_writing=clear_previous, tta=tta)
         except RayError as e:
             echo(f"error: {e}", err=True)
             return 2

@@ -40,12 +40,14 @@ def planned_outputs(patient_ids: Sequence[str], dump_crops: bool, sr: bool = Fal
     return sorted(out)
 
 
-def run_key(input_dir: Path, boxes_file, labels_file, dump_crops: bool, weights_dir: Path, sr: bool = False) -> str:
+def run_key(input_dir: Path, boxes_file, labels_file, dump_crops: bool, weights_dir: Path, sr: bool = False,
+            tta: bool = False) -> str:
     """What makes two runs the same run (a rerun completes a killed one): a hash, so no path is recorded.
-    (--sr enters the hash only when given, so a run without it keeps the key it had before --sr existed.)"""
+    (--sr and --tta enter the hash only when given, so a run without them keeps the key it had before they
+    existed.)"""
     parts = [str(Path(p).resolve()) if p is not None else None
              for p in (input_dir, boxes_file, labels_file, weights_dir)]
-    what = [parts, bool(dump_crops)] + (["sr"] if sr else [])
+    what = [parts, bool(dump_crops)] + (["sr"] if sr else []) + (["tta"] if tta else [])
     return hashlib.sha256(json.dumps(what).encode("utf-8", "backslashreplace")).hexdigest()[:16]
 
 

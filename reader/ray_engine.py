@@ -57,7 +57,7 @@ class PatientReader:
 
     def __init__(self, weights_dir: str, device: str, out_dir: str, boxes_file: Optional[str], dump_crops: bool,
                  truth: Mapping[str, PatientLabels], sr: bool, sr_version: str, threads: int,
-                 umask: Optional[int] = None):
+                 umask: Optional[int] = None, tta: bool = False):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         if umask is not None:   # the driver's: files a worker writes get the modes a local run gives them
             os.umask(umask)
@@ -68,7 +68,8 @@ class PatientReader:
 
         torch.set_num_threads(max(1, int(threads)))
         self.given = GivenBoxes.read(boxes_file) if boxes_file else None
-        self.reader = Reader.from_weights(weights_dir, device, detector=self.given is None, clock=StageClock())
+        self.reader = Reader.from_weights(weights_dir, device, detector=self.given is None, clock=StageClock(),
+                                          tta=tta)
         # The driver cleared the run folder's stale temporaries before any worker started.
         self.folder = RunFolder(Path(out_dir), dump_crops, truth, sr=sr, sr_version=sr_version,
                                 clear_temporaries=False)
@@ -151,7 +152,8 @@ def read_into_folder_ray(patients: Sequence[InputSource], out_dir: Path, weights
                          device: str = "cpu", run_info: Optional[Mapping[str, object]] = None,
                          input_dir: Optional[Path] = None, started: Optional[float] = None, sr: bool = False,
                          address: Optional[str] = None, workers: Optional[int] = None,
-                         cpus_per_worker: int = 1, before_writing: Optional[Callable[[], None]] = None) -> RunSummary:
+                         cpus_per_worker: int = 1, before_writing: Optional[Callable[[], None]] = None,
+                         tta: bool = False) -> RunSummary:
     """reader.folder.read_into_folder on Ray: the same run folder, read by `workers` actors.
 
     workers: actors (default: as many as the cluster's CPUs allow at cpus_per_worker each, or its GPUs with
@@ -202,7 +204,7 @@ def read_into_folder_ray(patients: Sequence[InputSource], out_dir: Path, weights
                 fn_constructor_kwargs=dict(weights_dir=str(weights_dir), device=device, out_dir=str(out_dir),
                                            boxes_file=str(boxes_file) if boxes_file else None, dump_crops=dump_crops,
                                            truth=dict(truth or {}), sr=sr, sr_version=folder.sr_version,
-                                           threads=cpus, umask=current_umask()))
+                                           threads=cpus, umask=current_umask(), tta=tta))
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 for payload in batch["payload"]:
                     for i, item in pickle.loads(bytes(payload)):

@@ -129,3 +129,29 @@ def split_patients(ids: Iterable[str], val_fraction: float, seed: int,
     if not val and val_fraction > 0 and len(train) > 1:  # small sets: every stratum rounded to zero
         val.append(train.pop(int(rng.integers(len(train)))))
     return sorted(train), sorted(val)
+
+
+def kfold_keys(ids: Iterable[str], k: int, seed: int,
+               stratum: Optional[Callable[[str], Hashable]] = None) -> List[List[str]]:
+    """K patient-level folds of the geometry keys of `ids` (each sorted): every render and label variant of a
+    geometry (split_key) lies in one fold. Keys are shuffled within each stratum (all one stratum without
+    `stratum`) and dealt to the folds in turn, continuing across strata, so each fold gets its share of every
+    stratum and the folds differ in size by at most one."""
+    keys = sorted({split_key(i) for i in ids})
+    if k < 2:
+        raise ValueError(f"need at least 2 folds, got {k}")
+    if len(keys) < k:
+        raise ValueError(f"{k} folds asked from {len(keys)} geometries")
+    rng = np.random.default_rng(seed)
+    strata: Dict[Hashable, List[str]] = {}
+    for key in keys:
+        strata.setdefault(stratum(key) if stratum else 0, []).append(key)
+    folds: List[List[str]] = [[] for _ in range(k)]
+    turn = 0
+    for s in sorted(strata):
+        group = list(strata[s])
+        rng.shuffle(group)
+        for key in group:
+            folds[turn % k].append(key)
+            turn += 1
+    return [sorted(f) for f in folds]
