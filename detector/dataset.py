@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from study.splits import split_key, split_patients
 from .boxes import disc_box_between
 from .config import DetectorConfig, class_names
 from .predict import normalise_slice
+
+log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 SPLIT_FILE = "split.json"
@@ -55,7 +58,8 @@ def slice_boxes(patient: Union[PatientBoxes, VisibleBoxes], slice_number: int, d
 
 def read_extra_folder(folder: Path) -> Dict[str, VisibleBoxes]:
     """The patients of a folder of renders that may not show every level: its visible_boxes.json, else its
-    challenge boxes.json. Raises InputError when neither is there or a patient lacks its images."""
+    challenge boxes.json (a patient with no sagittal image is skipped with a warning). Raises InputError when
+    neither file is there."""
     if (folder / VISIBLE_BOXES_FILE).is_file():
         patients = {p.patient_id: p for p in read_visible_boxes(folder / VISIBLE_BOXES_FILE)}
     elif (folder / "boxes.json").is_file():
@@ -67,9 +71,9 @@ def read_extra_folder(folder: Path) -> Dict[str, VisibleBoxes]:
     else:
         raise InputError(f"neither {VISIBLE_BOXES_FILE} nor boxes.json found", path=folder)
     missing = [pid for pid in patients if not present_slices(folder / pid)]
-    if missing:
-        raise InputError(f"{len(missing)} patient(s) have none of sag/5,6,7.png: {missing[:5]}", path=folder)
-    return patients
+    if missing:  # nothing of theirs to learn from: skipped, as the classifier skips them, never the folder
+        log.warning("%s: skipping %d patient(s) with none of sag/5,6,7.png: %s", folder, len(missing), missing[:5])
+    return {pid: p for pid, p in patients.items() if pid not in missing}
 
 
 def present_slices(patient_dir: Path) -> Tuple[int, ...]:
@@ -122,9 +126,10 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
     patients: Dict[str, PatientBoxes] = {p.patient_id: p for p in contents.patients
                                          if split_key(p.patient_id) not in exclude}
     missing = [pid for pid in patients if not present_slices(layout_dir / pid)]
-    if missing:
-        raise InputError(f"{len(missing)} patient(s) in the box file have none of sag/5,6,7.png under {layout_dir}: "
-                         f"{missing[:5]}", path=boxes_file)
+    if missing:  # nothing of theirs to learn from: skipped, as the classifier skips them, never the folder
+        log.warning("%s: skipping %d patient(s) of the box file with none of sag/5,6,7.png: %s", layout_dir,
+                    len(missing), missing[:5])
+        patients = {pid: p for pid, p in patients.items() if pid not in missing}
     if val_ids:
         unknown = sorted(set(val_ids) - set(patients))
         if unknown:

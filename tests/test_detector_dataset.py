@@ -92,13 +92,17 @@ def test_export_generic_design_and_fixed_val_ids(phantoms, tmp_path):
     assert yaml.safe_load(info.data_yaml.read_text())["names"] == {0: "vertebra", 1: "disc"}
 
 
-def test_export_refuses_patients_without_images(phantoms, tmp_path):
-    from study.errors import InputError
+def test_export_skips_patients_without_images_with_a_warning(phantoms, tmp_path, caplog):
+    # A patient with no sagittal image has nothing to learn from: skipped and named, never the whole folder
+    # (the classifier skips it the same way).
     boxes = json.loads((phantoms / "boxes.json").read_text())
     boxes.append(dict(boxes[0], id="ghost"))
     (tmp_path / "boxes.json").write_text(json.dumps(boxes))
-    with pytest.raises(InputError, match="ghost"):
-        build_dataset(phantoms, tmp_path / "boxes.json", tmp_path / "ds")
+    with caplog.at_level("WARNING", logger="detector.dataset"):
+        info = build_dataset(phantoms, tmp_path / "boxes.json", tmp_path / "ds", val_fraction=0.4, seed=1)
+    assert any("ghost" in r.getMessage() and "skipping 1 patient" in r.getMessage() for r in caplog.records)
+    assert "ghost" not in info.train_ids + info.val_ids
+    assert sorted(info.train_ids + info.val_ids) == sorted(b["id"] for b in boxes[:-1])
 
 
 def test_toy_train_then_predict_offline(phantoms, tmp_path, no_network):
