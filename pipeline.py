@@ -15,6 +15,7 @@ import click
 from report.run_help import RUN_HELP, RUN_OPTIONS, RUN_SHORT_HELP, TRAIN_OPTIONS   # text only: --help stays fast
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
+PATH = click.Path(path_type=Path)
 
 
 # Wide enough that no command summary is cut with "..." (click's default is 80 columns, 45 for a summary).
@@ -27,7 +28,7 @@ def cli():
 
 
 @cli.command()
-@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path),
+@click.option("--input", "input_dir", required=True, type=PATH,
               help="One patient folder or a folder of patients (challenge layout).")
 def validate(input_dir: Path):
     """Report per patient what is present, missing or odd; exit 1 if any patient is unusable.
@@ -38,15 +39,14 @@ def validate(input_dir: Path):
 
 
 @cli.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--out", "out_dir", required=True, type=PATH, help="Output folder.")
 @click.option("--n", "n_patients", type=int, default=None,
               help="Number of patients (default: all in --boxes, else 10).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; patient i gets its own stream, so a seed gives the same patients whatever --n.")
-@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None,
+@click.option("--boxes", "boxes_file", type=PATH, default=None,
               help="Challenge box file whose geometry to render (with --labels).")
-@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None,
-              help="Challenge label file matching --boxes.")
+@click.option("--labels", "labels_file", type=PATH, default=None, help="Challenge label file matching --boxes.")
 @click.option("--variant", type=click.Choice(["rare", "poor"]), default=None,
               help="Render label variants of the --boxes geometries instead: 'rare' (one protrusion made an "
                    "extrusion, ids '{id}~rare') or 'poor' (poor alignment drawn as a listhesis, ids '{id}~poor').")
@@ -66,14 +66,12 @@ def synth(out_dir: Path, n_patients, seed: int, boxes_file, labels_file, variant
 
 
 @cli.command()
-@click.option("--labels", "labels_file", required=True, type=click.Path(path_type=Path),
-              help="Ground-truth challenge label file.")
-@click.option("--pred", "pred_file", type=click.Path(path_type=Path), default=None,
-              help="Predictions in the challenge submission format.")
-@click.option("--reports", "reports_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--labels", "labels_file", required=True, type=PATH, help="Ground-truth challenge label file.")
+@click.option("--pred", "pred_file", type=PATH, default=None, help="Predictions in the challenge submission format.")
+@click.option("--reports", "reports_dir", type=PATH, default=None,
               help="Instead of --pred: a `run` folder; its reports' probabilities give ROC curves, AUCs, "
                    "reliability plots and a markdown summary in --out.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--out", "out_dir", type=PATH, default=None,
               help="Folder for the PNGs and metrics.json (with --reports: also analysis.md).")
 def evaluate(labels_file: Path, pred_file, reports_dir, out_dir):
     """Score predictions by the challenge metric; the last line printed is `score: 0.XXXX`."""
@@ -87,10 +85,9 @@ def evaluate(labels_file: Path, pred_file, reports_dir, out_dir):
 
 
 @cli.command()
-@click.option("--boxes", "boxes_file", required=True, type=click.Path(path_type=Path),
-              help="Challenge box file (C2-C7 on slices 5/6/7).")
-@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path), help="Output JSON.")
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--boxes", "boxes_file", required=True, type=PATH, help="Challenge box file (C2-C7 on slices 5/6/7).")
+@click.option("--out", "out_file", required=True, type=PATH, help="Output JSON.")
+@click.option("--weights", "weights_dir", type=PATH, default=None,
               help="Fusion weights folder (default: the shipped weights/fusion).")
 def geometry(boxes_file: Path, out_file: Path, weights_dir):
     """Measure the curve from vertebra boxes and predict curvature and alignment, no images needed."""
@@ -100,22 +97,23 @@ def geometry(boxes_file: Path, out_file: Path, weights_dir):
 
 @cli.command()
 @click.argument("stage", type=click.Choice(["detector", "classifier", "fusion", "all"]))
-@click.option("--data", "data_dirs", multiple=True, required=True, type=click.Path(path_type=Path), help=TRAIN_OPTIONS["data"])
-@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None, help=TRAIN_OPTIONS["labels"])
-@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None, help=TRAIN_OPTIONS["boxes"])
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help=TRAIN_OPTIONS["out"])
-@click.option("--holdout", "holdout_file", type=click.Path(path_type=Path), default=None, help=TRAIN_OPTIONS["holdout"])
+@click.option("--data", "data_dirs", multiple=True, required=True, type=PATH, help=TRAIN_OPTIONS["data"])
+@click.option("--labels", "labels_file", type=PATH, default=None, help=TRAIN_OPTIONS["labels"])
+@click.option("--boxes", "boxes_file", type=PATH, default=None, help=TRAIN_OPTIONS["boxes"])
+@click.option("--out", "out_dir", required=True, type=PATH, help=TRAIN_OPTIONS["out"])
+@click.option("--holdout", "holdout_file", type=PATH, default=None, help=TRAIN_OPTIONS["holdout"])
 @click.option("--holdout-n", type=click.IntRange(0), default=0, show_default=True, help=TRAIN_OPTIONS["holdout-n"])
 @click.option("--epochs", type=click.IntRange(1), default=None, help=TRAIN_OPTIONS["epochs"])
-@click.option("--val-data", "val_dirs", multiple=True, type=click.Path(path_type=Path, exists=True), help=TRAIN_OPTIONS["val-data"])
-@click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None, help=TRAIN_OPTIONS["detector-minutes"])
+@click.option("--val-data", "val_dirs", multiple=True, type=click.Path(path_type=Path, exists=True),
+              help=TRAIN_OPTIONS["val-data"])
+@click.option("--detector-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help=TRAIN_OPTIONS["detector-minutes"])
 @click.option("--device", default=None, help=TRAIN_OPTIONS["device"])
 @click.option("--data-name", default="", help=TRAIN_OPTIONS["data-name"])
 @click.option("--geometry-name", default="", help=TRAIN_OPTIONS["geometry-name"])
 @click.option("--no-cv", is_flag=True, help=TRAIN_OPTIONS["no-cv"])
 @click.option("--folds", type=click.IntRange(0), default=0, help=TRAIN_OPTIONS["folds"])
-@click.option("--pretrained", multiple=True, help="Start from a local file: FILE (train detector: an ultralytics "
-              ".pt; train classifier: a timm state dict or checkpoint), or STAGE=FILE (e.g. with all).")
+@click.option("--pretrained", multiple=True, help=TRAIN_OPTIONS["pretrained"])
 def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, holdout_n, epochs, val_dirs,
           detector_minutes, device, data_name, geometry_name, no_cv, folds, pretrained):
     """Retrain one stage (or all, in flow order) into a weights folder, each with its model card."""
@@ -133,19 +131,17 @@ def train(stage, data_dirs, labels_file, boxes_file, out_dir, holdout_file, hold
 
 
 @cli.command(help=RUN_HELP, short_help=RUN_SHORT_HELP)
-@click.option("--input", "input_dir", required=True, type=click.Path(path_type=Path), help=RUN_OPTIONS["input"])
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("runs/latest"), show_default=True,
-              help=RUN_OPTIONS["out"])
+@click.option("--input", "input_dir", required=True, type=PATH, help=RUN_OPTIONS["input"])
+@click.option("--out", "out_dir", type=PATH, default=Path("runs/latest"), show_default=True, help=RUN_OPTIONS["out"])
 @click.option("--overwrite", is_flag=True, help=RUN_OPTIONS["overwrite"])
-@click.option("--boxes", "boxes_file", type=click.Path(path_type=Path), default=None, help=RUN_OPTIONS["boxes"])
+@click.option("--boxes", "boxes_file", type=PATH, default=None, help=RUN_OPTIONS["boxes"])
 @click.option("--dump-crops", is_flag=True, help=RUN_OPTIONS["dump-crops"])
-@click.option("--labels", "labels_file", type=click.Path(path_type=Path), default=None, help=RUN_OPTIONS["labels"])
+@click.option("--labels", "labels_file", type=PATH, default=None, help=RUN_OPTIONS["labels"])
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help=RUN_OPTIONS["device"])
 @click.option("--batch-size", type=click.IntRange(1, 512), default=16, show_default=True,
               help=RUN_OPTIONS["batch-size"])
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
-              help=RUN_OPTIONS["weights"])
+@click.option("--weights", "weights_dir", type=PATH, default=WEIGHTS, show_default=True, help=RUN_OPTIONS["weights"])
 @click.option("--sr", is_flag=True, help=RUN_OPTIONS["sr"])
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help=RUN_OPTIONS["engine"])
@@ -163,14 +159,14 @@ def run(input_dir, out_dir, overwrite, boxes_file, dump_crops, labels_file, devi
 
 
 @cli.command()
-@click.option("--pred", "pred_file", required=True, type=click.Path(path_type=Path),
+@click.option("--pred", "pred_file", required=True, type=PATH,
               help="Predictions in the challenge format (run's predictions.json).")
-@click.option("--template", "template_file", required=True, type=click.Path(path_type=Path),
+@click.option("--template", "template_file", required=True, type=PATH,
               help="The ids to submit, in order: a JSON list of ids or of rows with an \"id\" (the challenge's "
                    "submission template).")
-@click.option("--out", "out_file", required=True, type=click.Path(path_type=Path),
+@click.option("--out", "out_file", required=True, type=PATH,
               help="Submission file; the ids filled from the prior are listed beside it in NAME.filled.json.")
-@click.option("--weights", "weights_dir", type=click.Path(path_type=Path), default=WEIGHTS, show_default=True,
+@click.option("--weights", "weights_dir", type=PATH, default=WEIGHTS, show_default=True,
               help="Weights folder whose training prior fills the ids the predictions lack.")
 def submit(pred_file, template_file, out_file, weights_dir):
     """A complete submission in the template's order; missing ids filled from the training prior (exit 2: refused)."""

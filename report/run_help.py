@@ -48,23 +48,25 @@ RUN_OPTIONS = {
 
 # `train`: what each option does.
 TRAIN_OPTIONS = {
-    "data": ("Challenge-layout folder with images (repeatable). Each folder reads its own labels.json and "
-        "boxes.json (or the challenge's train.json and bounding_box_train.json, in it or beside it) "
-        "when it has them, else --labels/--boxes. The detector learns from the first."),
-    "labels": ("Label file of the geometry fusion learns curvature from (default: the first folder's)."),
-    "boxes": ("Box file of that geometry (default: the first folder's)."),
-    "out": ("Weights folder: writes OUT/<stage>/ with a model card, then OUT/MANIFEST.json."),
-    "holdout": ("holdout.json of geometry ids no stage may train on (e.g. weights/holdout.json)."),
-    "holdout-n": ("Draw a stratified hold-out of N geometries from the labels instead (written to OUT/holdout.json)."),
-    "epochs": ("Detector/classifier epochs (default: config)."),
-    "val-data": ("Classifier: a labelled folder never trained on (e.g. built-in phantoms) that joins its "
-        "validation set for early stopping and the class priors; repeatable."),
-    "detector-minutes": ("Detector: a wall-time budget for YOLO in minutes; the epoch count is fitted to it after the "
-        "first epoch (replaces --epochs there). The refiner and scoring come on top."),
-    "device": ("Torch device, e.g. cpu or cuda (default: cuda when present)."),
-    "data-name": ("How the model cards name the --data folders."),
-    "geometry-name": ("How the fusion card names --labels/--boxes."),
-    "no-cv": ("Fusion: skip cross-validation (fit only)."),
-    "folds": ("Classifier: a K-fold ensemble with its "
-        "cross-validated score; fusion: K cross-validation folds."),
+    "data": "Challenge-layout folder with images (repeatable). Each folder reads its own labels.json and "
+            "boxes.json (or the challenge's train.json and bounding_box_train.json, in it or beside it) when it "
+            "has them, else --labels/--boxes. The detector learns from the first.",
+    "labels": "Label file of the geometry fusion learns curvature from (default: the first folder's).",
+    "boxes": "Box file of that geometry (default: the first folder's).",
+    "out": "Weights folder: writes OUT/<stage>/ with a model card, then OUT/MANIFEST.json.",
+    "holdout": "holdout.json of geometry ids no stage may train on (e.g. weights/holdout.json).",
+    "holdout-n": "Draw a stratified hold-out of N geometries from the labels instead (written to "
+                 "OUT/holdout.json).",
+    "epochs": "Detector/classifier epochs (default: config).",
+    "val-data": "Classifier: a labelled folder never trained on (e.g. built-in phantoms) that joins its "
+                "validation set for early stopping and the class priors; repeatable.",
+    "detector-minutes": "Detector: a wall-time budget for YOLO in minutes; the epoch count is fitted to it after "
+                        "the first epoch (replaces --epochs there). The refiner and scoring come on top.",
+    "device": "Torch device, e.g. cpu or cuda (default: cuda when present).",
+    "data-name": "How the model cards name the --data folders.",
+    "geometry-name": "How the fusion card names --labels/--boxes.",
+    "no-cv": "Fusion: skip cross-validation (fit only).",
+    "folds": "Classifier: a K-fold ensemble with its cross-validated score; fusion: K cross-validation folds.",
+    "pretrained": "Start from a local file: FILE (train detector: an ultralytics .pt; train classifier: a timm "
+                  "state dict or checkpoint), or STAGE=FILE (e.g. with all).",
 }
