@@ -22,6 +22,16 @@ def _task_table(task: Mapping[str, object], classes) -> list:
     return lines
 
 
+def _evaluation_sections(title: str, evaluations) -> list:
+    """The card's held-out figures: under `title`, a disc and a canal table per evaluated data set."""
+    lines = [title, ""]
+    for ev in evaluations:
+        lines += [f"### {ev['data']} ({ev['n_patients']} patients)", ""]
+        lines += _task_table(ev["disc"], DISC_GRADES)
+        lines += _task_table(ev["canal"], CANAL_GRADES)
+    return lines
+
+
 def pretrained_line(start) -> str:
     """The card's line on how the backbones started: random weights, or a named file and its sha256."""
     if not start:
@@ -70,11 +80,8 @@ def model_card_text(meta: Mapping[str, object]) -> str:
     ]
     evaluations = meta.get("evaluations") or []
     if evaluations:
-        lines += ["## Held-out figures (patients never used for training, early stopping or tuning)", ""]
-        for ev in evaluations:
-            lines += [f"### {ev['data']} ({ev['n_patients']} patients)", ""]
-            lines += _task_table(ev["disc"], DISC_GRADES)
-            lines += _task_table(ev["canal"], CANAL_GRADES)
+        lines += _evaluation_sections(
+            "## Held-out figures (patients never used for training, early stopping or tuning)", evaluations)
     else:
         lines += ["## Held-out figures", "", "None recorded for these weights.", ""]
     notes = meta.get("notes") or []
@@ -145,11 +152,8 @@ def ensemble_card_text(meta: Mapping[str, object]) -> str:
               "alignment are the fusion stage's (its card holds their cross-validated figures).", ""]
     evaluations = meta.get("evaluations") or []
     if evaluations:
-        lines += ["## Held-out figures of the ensemble (geometries no fold trained on)", ""]
-        for ev in evaluations:
-            lines += [f"### {ev['data']} ({ev['n_patients']} patients)", ""]
-            lines += _task_table(ev["disc"], DISC_GRADES)
-            lines += _task_table(ev["canal"], CANAL_GRADES)
+        lines += _evaluation_sections("## Held-out figures of the ensemble (geometries no fold trained on)",
+                                      evaluations)
     notes = meta.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]

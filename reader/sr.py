@@ -423,18 +423,15 @@ def read_sr_findings(path) -> Dict[str, object]:
         not_graded = any(e.name == status for e in evaluations)
         if not_graded and len(evaluations) > 1:
             raise ValueError(f"{ident}: marked not graded but holds {len(evaluations) - 1} other evaluation(s)")
-        if ident.startswith("disc "):
-            d = ident[len("disc "):]
-            out["disc"][d] = None if not_graded else grade_of(
-                group.get_qualitative_evaluations(name=private("DISC-GRADE"))[0].value, "disc")
+        graded = next(((task, ident[len(prefix):], code) for prefix, task, code in
+                       (("disc ", "disc", "DISC-GRADE"), ("central canal ", "canal", "CANAL-GRADE"))
+                       if ident.startswith(prefix)), None)
+        if graded is not None:
+            task, position, code = graded
+            out[task][position] = None if not_graded else grade_of(
+                group.get_qualitative_evaluations(name=private(code))[0].value, task)
             if not_graded:
-                out["not_graded"].append(f"disc {d}")
-        elif ident.startswith("central canal "):
-            p = ident[len("central canal "):]
-            out["canal"][p] = None if not_graded else grade_of(
-                group.get_qualitative_evaluations(name=private("CANAL-GRADE"))[0].value, "canal")
-            if not_graded:
-                out["not_graded"].append(f"canal {p}")
+                out["not_graded"].append(f"{task} {position}")
         elif ident == "cervical curve C2-C7":
             if not_graded:
                 out["not_graded"].append("curve")
