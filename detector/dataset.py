@@ -6,7 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import yaml
@@ -25,6 +25,7 @@ from .predict import normalise_slice
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
+T = TypeVar("T")
 SPLIT_FILE = "split.json"
 
 
@@ -70,8 +71,14 @@ def read_extra_folder(folder: Path) -> Dict[str, VisibleBoxes]:
         patients = {p.patient_id: VisibleBoxes.of(p) for p in contents.patients}
     else:
         raise InputError(f"neither {VISIBLE_BOXES_FILE} nor boxes.json found", path=folder)
+    return with_sagittal_images(patients, folder)
+
+
+def with_sagittal_images(patients: Dict[str, T], folder: Path) -> Dict[str, T]:
+    """The patients with at least one sagittal image under folder; the others have nothing to learn from and
+    are skipped with a warning naming them (as the classifier skips them), never the whole folder."""
     missing = [pid for pid in patients if not present_slices(folder / pid)]
-    if missing:  # nothing of theirs to learn from: skipped, as the classifier skips them, never the folder
+    if missing:
         log.warning("%s: skipping %d patient(s) with none of sag/5,6,7.png: %s", folder, len(missing), missing[:5])
     return {pid: p for pid, p in patients.items() if pid not in missing}
 
@@ -125,11 +132,7 @@ def build_dataset(layout_dir: PathLike, boxes_file: PathLike, out_dir: PathLike,
                          path=boxes_file)
     patients: Dict[str, PatientBoxes] = {p.patient_id: p for p in contents.patients
                                          if split_key(p.patient_id) not in exclude}
-    missing = [pid for pid in patients if not present_slices(layout_dir / pid)]
-    if missing:  # nothing of theirs to learn from: skipped, as the classifier skips them, never the folder
-        log.warning("%s: skipping %d patient(s) of the box file with none of sag/5,6,7.png: %s", layout_dir,
-                    len(missing), missing[:5])
-        patients = {pid: p for pid, p in patients.items() if pid not in missing}
+    patients = with_sagittal_images(patients, layout_dir)
     if val_ids:
         unknown = sorted(set(val_ids) - set(patients))
         if unknown:
