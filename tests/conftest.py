@@ -93,6 +93,38 @@ def patient_dir(make_patient) -> Path:
 # ../shared/data beside the project root: real CervAI labels/boxes and real scans. Never copied here.
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# phantom-s2025-0000's sagittal slices zeroed from this row down: its field of view ends below C4.
+PADDED_FROM_ROW = 118
+
+
+def zero_padded_copy(src: Path, dst: Path, from_row: int = PADDED_FROM_ROW) -> Path:
+    """A copy of patient folder src at dst whose sagittal slices are 0 from from_row down (a cut field of view)."""
+    import shutil
+    shutil.copytree(src, dst)
+    for s in SAGITTAL_SLICES:
+        f = dst / "sag" / f"{s}.png"
+        a = np.asarray(Image.open(f)).copy()
+        a[from_row:] = 0
+        Image.fromarray(a).save(f)
+    return dst
+
+
+def headless_chromium(*extra_args: str):
+    """A selenium browser on Debian's headless chromium (the caller quits it); skips where it is not installed."""
+    import shutil
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        pytest.skip("Debian chromium + chromium-driver not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync") + extra_args:
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
 
 # Built-in phantoms no training or tuning run used (seed 2024), rendered once per session: the detector's
 # shipped-weights floors (test_shipped_weights.py) and its offline check (test_detector_weights.py) read them.

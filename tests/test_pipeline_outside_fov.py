@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 from classifier.prior import GradePrior
+from conftest import PADDED_FROM_ROW, zero_padded_copy
 from pipeline import cli
 from study.challenge import read_labels
-from study.levels import CANAL_POSITIONS, DISCS, SAGITTAL_SLICES
+from study.levels import CANAL_POSITIONS, DISCS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -23,7 +23,6 @@ CROP = ROOT.parent / "shared" / "data" / "real_mri" / "cervical_sagittal_t2_crop
 OUTSIDE = "outside the field of view"
 # phantom-s2025-0000's C4 ends at row 117 on slice 6 and C5 is centred at 122: from row 118 down, the black
 # padding of a field of view that ends below C4.
-PADDED_FROM_ROW = 118
 
 
 def classifier_prior() -> GradePrior:
@@ -38,13 +37,7 @@ def fusion_prior() -> dict:
 def padded_run(tmp_path_factory):
     """phantom-s2025-0000 with its sagittal slices zero-padded below C4, beside an ordinary example."""
     root = tmp_path_factory.mktemp("fov_batch")
-    padded = root / "padded-0000"
-    shutil.copytree(EXAMPLES / "phantom-s2025-0000", padded)
-    for s in SAGITTAL_SLICES:
-        f = padded / "sag" / f"{s}.png"
-        a = np.asarray(Image.open(f)).copy()
-        a[PADDED_FROM_ROW:] = 0
-        Image.fromarray(a).save(f)
+    zero_padded_copy(EXAMPLES / "phantom-s2025-0000", root / "padded-0000")
     shutil.copytree(EXAMPLES / "phantom-s2025-0001", root / "phantom-s2025-0001")
     out = tmp_path_factory.mktemp("fov_out")
     res = CliRunner().invoke(cli, ["run", "--input", str(root), "--out", str(out), "--dump-crops"])

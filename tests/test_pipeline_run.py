@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from classifier.dump import TILE
+from conftest import headless_chromium
 from pipeline import cli
 from release.manifest import MANIFEST, WeightsError, verify_manifest, write_manifest
 from study.challenge import read_labels
@@ -137,19 +138,8 @@ def test_manifest_command_refuses_what_is_not_a_weights_folder(tmp_path):
 
 
 def test_report_html_in_a_real_browser(run_out, batch):
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("Debian chromium + chromium-driver not installed (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    browser = headless_chromium()
     _, out = run_out
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync"):
-        opts.add_argument(a)
-    browser = webdriver.Chrome(service=Service(driver), options=opts)
     try:
         browser.get((out / "report.html").as_uri())
         n_sections = browser.execute_script("return document.querySelectorAll('section.patient').length")

@@ -14,49 +14,31 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import headless_chromium, zero_padded_copy
 from detector.boxes import LevelBox, LevelBoxes
 from pipeline import cli
 from report.panel import CANAL_WORDS, DISC_WORDS, LABEL_WIDTH, column_zoom, panel_svg
 from study.challenge import read_box_file
-from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
+from study.levels import CANAL_POSITIONS, DISCS, MID_SAGITTAL_SLICE, VERTEBRAE
 from study.loader import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 BARE_CODE = re.compile(r"\b[cd][0-3]\b")          # "c0", "d1": grade codes the page must spell out
-PADDED_FROM_ROW = 118                              # phantom-s2025-0000 padded below C4 (test_pipeline_outside_fov)
 
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     """An example patient and the same patient with its field of view ending below C4, read and opened in
     headless chromium; returns what the page shows, per patient, and a screenshot of the first panel."""
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium or not driver:
-        pytest.skip("Debian chromium + chromium-driver not installed (.ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    browser = headless_chromium("--hide-scrollbars", "--window-size=1500,1200")   # skips before the run
     root = tmp_path_factory.mktemp("page_batch")
     shutil.copytree(EXAMPLES / "phantom-s2025-0000", root / "phantom-s2025-0000")
-    padded = root / "padded-0000"
-    shutil.copytree(EXAMPLES / "phantom-s2025-0000", padded)
-    for s in SAGITTAL_SLICES:
-        f = padded / "sag" / f"{s}.png"
-        a = np.asarray(Image.open(f)).copy()
-        a[PADDED_FROM_ROW:] = 0
-        Image.fromarray(a).save(f)
+    zero_padded_copy(EXAMPLES / "phantom-s2025-0000", root / "padded-0000")
     out = tmp_path_factory.mktemp("page_out") / "run"
     res = CliRunner().invoke(cli, ["run", "--input", str(root), "--out", str(out)])
     assert res.exit_code == 0, res.output
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--hide-scrollbars",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--window-size=1500,1200"):
-        opts.add_argument(a)
-    browser = webdriver.Chrome(service=Service(driver), options=opts)
     try:
         browser.get((out / "report.html").as_uri())
         shown = browser.execute_script("""

@@ -163,23 +163,25 @@ def test_file_without_pixel_data_and_non_dicom_files(tmp_path):
     assert_private(*study_texts(study))
 
 
-def test_irregular_slice_spacing_warns(tmp_path):
+def _with_sagittal_slices(folder, keep):
+    """The phantom DICOM study with its sagittal series (number 3) cut to keep(slices), written and read."""
     _, specs, _ = phantom_case()
     sag = [sp for sp in specs if sp.number == 3][0]
-    sag.slices = [s for k, s in enumerate(sag.slices) if k != 2]   # a gap where slice 5 should be
-    write_study(tmp_path / "gap", [sag])
-    study = load_one(tmp_path / "gap")
+    sag.slices = keep(sag.slices)
+    write_study(folder, [sag])
+    return load_one(folder)
+
+
+def test_irregular_slice_spacing_warns(tmp_path):
+    # a gap where slice 5 should be
+    study = _with_sagittal_slices(tmp_path / "gap", lambda slices: [s for k, s in enumerate(slices) if k != 2])
     text = " ".join(study.warnings)
     assert "irregular slice spacing" in text
     assert "slice 5 lies 7.0 mm from the mid slice" in text
 
 
 def test_single_slice_series_is_read_with_stand_ins(tmp_path):
-    _, specs, _ = phantom_case()
-    sag = [sp for sp in specs if sp.number == 3][0]
-    sag.slices = sag.slices[3:4]
-    write_study(tmp_path / "one", [sag])
-    study = load_one(tmp_path / "one")
+    study = _with_sagittal_slices(tmp_path / "one", lambda slices: slices[3:4])
     assert study.sagittal_standins == {5: 6, 7: 6} and study.sagittal_views == {6: 6}
     assert study.sagittal[5] is study.sagittal[6] is study.sagittal[7]
     assert list(k for k in study.sources if k.startswith("sag/")) == ["sag/6"]
@@ -188,11 +190,7 @@ def test_single_slice_series_is_read_with_stand_ins(tmp_path):
 
 
 def test_two_slice_series_is_read_with_one_stand_in(tmp_path):
-    _, specs, _ = phantom_case()
-    sag = [sp for sp in specs if sp.number == 3][0]
-    sag.slices = sag.slices[3:5]
-    write_study(tmp_path / "two", [sag])
-    study = load_one(tmp_path / "two")
+    study = _with_sagittal_slices(tmp_path / "two", lambda slices: slices[3:5])
     assert len(study.sagittal_standins) == 1 and len(study.real_sagittal) == 2
     [(missing, source)] = study.sagittal_standins.items()
     assert missing in (5, 7) and source == 6       # the mid slice is read, the missing side takes it
