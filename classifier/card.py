@@ -99,7 +99,7 @@ def model_card_text(meta: Mapping[str, object]) -> str:
         f"- Weights sha256 `{meta.get('weights_sha256')}` (classifier.pt: plain state_dict, "
         "`torch.load(..., weights_only=True)`). `classifier.torchscript`: the same network traced, bound to that "
         "sha256; `run` loads it on the CPU so it needs no timm (`common/traced.py`).",
-        f"- Full config: `classifier.json` → `config`; per-epoch history: `classifier.json` → `history`.",
+        "- Full config: `classifier.json` → `config`; per-epoch history: `classifier.json` → `history`.",
         "",
         "## Retrain",
         "```",

@@ -6,7 +6,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AbstractSet, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import AbstractSet, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 import yaml

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from classifier.dump import TILE
 from conftest import headless_chromium
 from pipeline import cli
-from release.manifest import MANIFEST, WeightsError, verify_manifest, write_manifest
+from release.manifest import MANIFEST, WeightsError, verify_manifest
 from study.challenge import read_labels
 
 ROOT = Path(__file__).resolve().parents[1]
