@@ -80,12 +80,13 @@ def level_scores(c: Candidates, n_levels: int, tau: float) -> np.ndarray:
 
 
 def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndarray] = None,
-                  prior_step: Optional[float] = None) -> SliceAssignment:
+                  prior_step: Optional[float] = None, view_top: Optional[np.ndarray] = None) -> SliceAssignment:
     """Pick at most one candidate per level, strictly top to bottom with plausible spacing, maximising
     the summed (score - assign_min_score) plus a bonus for agreeing with prior_cy (the other slices).
 
     Dynamic programming over (level, candidate): a level may stay empty at no cost; two levels l' < l
     may only take candidates i, j when j lies below i by a plausible multiple (l - l') of the body height.
+    view_top: per candidate, the first row of its column that holds image data (default 0, the image's top).
     """
     n = N_VERT
     k = len(c)
@@ -124,11 +125,17 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
         below = (cy[None, :] >= y2[:, None]).astype(np.int64) * confident[None, :]  # [i, k]: k centred below i's box
         above = (cy[:, None] <= y1[None, :]).astype(np.int64)  # [k, j]: k centred above j's box
         body_between = below @ above > 0  # [i, j]
+        # Counting needs a start: C2, named by its class, or where no body is C2 the next level, C3, when
+        # the candidate has less than a level step of image above it (the field of view ends over it, and
+        # the fewest levels hidden there is one). With room above, bodies may have been missed in view.
+        top = np.zeros(k) if view_top is None else np.asarray(view_top, np.float64)[order]
+        cut_above = (y1 - top) < (step or h)
     for lv in range(n):
         for j in range(k):
             if gain[lv, j] <= 0:
                 continue
-            prev_val, prev = 0.0, None
+            opens = lv <= 1 or not (counting and cfg.count_from_c3 and cut_above[j])
+            prev_val, prev = (0.0, None) if opens else (neg, None)
             for lp in range(lv):
                 gap = lv - lp
                 hi = cfg.max_step_ratio * h * gap + (cfg.c2_step_ratio - cfg.max_step_ratio) * h * (lp == 0)
@@ -144,6 +151,8 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
                 i = int(np.argmax(cand))
                 if cand[i] > prev_val:
                     prev_val, prev = cand[i], (lp, i)
+            if prev_val == neg:
+                continue
             best[lv, j] = gain[lv, j] + prev_val
             if prev is not None:
                 back[(lv, j)] = prev
@@ -353,6 +362,15 @@ def _on_acquired_data(c: Candidates, mask: Optional[np.ndarray]) -> Candidates:
     return c if keep.all() else Candidates(c.boxes[keep], c.scores[keep])
 
 
+def _view_top(c: Candidates, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """Per candidate, the first row of its centre column that holds image data (None without a mask)."""
+    if mask is None or not len(c):
+        return None
+    col = np.clip(np.floor(c.cx).astype(int), 0, mask.shape[1] - 1)
+    data = mask[:, col]
+    return np.where(data.any(0), data.argmax(0), mask.shape[0]).astype(np.float64)
+
+
 def outside_levels(vertebrae: Mapping[int, Mapping[str, LevelBox]], detected: Sequence[bool],
                    mask: np.ndarray) -> Tuple[str, ...]:
     """Levels not detected on the mid slice whose filled-in box centre there lies outside the image or its
@@ -380,11 +398,12 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
     vert_cands = {s: _on_acquired_data(c, fov.get(s)) for s, c in vert_cands.items()}
     disc_cands = {s: _on_acquired_data(c, fov.get(s)) for s, c in disc_cands.items()}
     slices = [s for s in SAGITTAL_SLICES if s in vert_cands]
-    first = {s: assign_levels(vert_cands[s], cfg) for s in slices}
+    top = {s: _view_top(vert_cands[s], fov.get(s)) for s in slices}
+    first = {s: assign_levels(vert_cands[s], cfg, view_top=top[s]) for s in slices}
     cy = np.array([[vert_cands[s].cy[i] if i >= 0 else np.nan for i in first[s].index] for s in slices])
     consensus = np.array([np.median(col[np.isfinite(col)]) if np.isfinite(col).any() else np.nan for col in cy.T])
     step = median_step(consensus)
-    final = {s: assign_levels(vert_cands[s], cfg, consensus, step) if step else first[s] for s in slices}
+    final = {s: assign_levels(vert_cands[s], cfg, consensus, step, top[s]) if step else first[s] for s in slices}
 
     found: Dict[int, List[Optional[Tuple[np.ndarray, float]]]] = {}
     for s in slices:

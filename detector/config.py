@@ -115,6 +115,9 @@ class DetectorConfig:
     # bodies themselves are still found; counting is how a reader names them.
     assign_mode: str = "count"
     count_generic_weight: float = 0.9
+    # In count mode, a body with less than a level step of image above it (the field of view ends over it)
+    # starts the count as C2 (by its class) or C3, never lower: the fewest levels hidden above the edge.
+    count_from_c3: bool = True
     # Consecutive C3..C7 centres lie 0.82-1.21 median steps apart in the 320 real geometries (x 3 slices,
     # 0.5-99.5 %); the bounds leave room for the step's estimate.
     step_range: Tuple[float, float] = (0.65, 1.35)

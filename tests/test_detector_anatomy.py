@@ -9,7 +9,7 @@ import pytest
 from detector.anatomy import C2_NOT_FOUND, Candidates, assemble, assign_levels, fill_missing
 from detector.boxes import LevelBoxes, disc_box_between
 from detector.config import DetectorConfig
-from study.levels import DISCS, SAGITTAL_SLICES, VERTEBRAE
+from study.levels import DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
 
 CFG = DetectorConfig()                        # levels counted down from C2 (the shipped assignment)
 CFG_LEVELS = replace(CFG, assign_mode="levels")  # levels named by the network's classes
@@ -379,16 +379,39 @@ def test_a_level_filled_in_between_found_ones_is_not_outside():
     assert lb.outside_fov == () and lb.interpolated_levels == ("C4",)
 
 
-def test_levels_above_the_field_of_view_are_outside_too():
+def _seen_below_row_112(cfg: DetectorConfig) -> LevelBoxes:
+    """Only the bodies of C5-C7 are in view, their classes saying so; the image starts at row 112, over C5."""
     b = true_layout()
-    keep = [3, 4, 5]                        # only C5-C7 seen; the image starts at row 112
+    keep = [3, 4, 5]
     mask = np.zeros((224, 224), bool)
     mask[112:] = True
     empty_disc = {s: Candidates.empty(5) for s in SAGITTAL_SLICES}
-    lb = assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, CFG,
-                  fov={s: mask for s in SAGITTAL_SLICES})
+    return assemble("p", {s: level_candidates(b[keep], keep) for s in SAGITTAL_SLICES}, empty_disc, cfg,
+                    fov={s: mask for s in SAGITTAL_SLICES})
+
+
+def test_levels_above_the_field_of_view_are_outside_too():
+    lb = _seen_below_row_112(CFG_LEVELS)    # levels named by the network's classes
     assert lb.outside_fov == ("C2", "C3", "C4")
     assert lb.outside_positions == ("C2", "C2-3", "C3", "C3-4", "C4", "C4-5")
+
+
+def test_counting_starts_at_c3_under_a_field_of_view_that_cuts_the_column():
+    """Counting: no body is C2 and the image ends over the top body, so the count starts there at C3 (one
+    level hidden above the edge, the fewest), whatever the level classes say; C2 is outside the view."""
+    b = true_layout()
+    lb = _seen_below_row_112(CFG)
+    assert lb.outside_fov == ("C2",)
+    for s in SAGITTAL_SLICES:
+        assert [lb.vertebrae[s][lv].box.cy for lv in ("C3", "C4", "C5")] == pytest.approx((b[3:, 1] + b[3:, 3]) / 2)
+        assert not any(lb.vertebrae[s][lv].interpolated for lv in ("C3", "C4", "C5"))
+    assert C2_NOT_FOUND in lb.warnings
+    # With room for bodies above (the image goes on to row 0), missed bodies may lie there: the count is not
+    # forced and the same candidates keep the names their classes give (test_empty_slice_takes_...).
+    free = assemble("p", {s: level_candidates(b[[3, 4, 5]], [3, 4, 5]) for s in SAGITTAL_SLICES},
+                    {s: Candidates.empty(5) for s in SAGITTAL_SLICES}, CFG,
+                    fov={s: np.ones((224, 224), bool) for s in SAGITTAL_SLICES})
+    assert free.vertebrae[MID_SAGITTAL_SLICE]["C5"].box.cy == pytest.approx((b[3, 1] + b[3, 3]) / 2)
 
 
 def test_a_vertebra_cut_by_the_image_edge_is_boxed_inside_the_image():
