@@ -33,7 +33,9 @@ two median level steps down and compares it with T2: it tells whether the whole 
 
 Note on the shared data: in `../shared/data/real_mri/cervical_sagittal_t2_crop`, `labels.nii.gz` (C3 at
 z 24.7 mm, C5 at -10.3 mm) and `t2_seg-manual_labeled.nii.gz` (C2 at 16.7..32.7 mm, C4 at -16.3..-2.3 mm)
-are one level apart; both are scored.
+are one level apart; both are scored. The image does not settle which is right: the top body (the one both files
+label) is cut by the volume's upper edge, with a disc-like band just below that edge, which reads as the C2/C3
+disc (labels.nii.gz) or as the junction of C2's dens and body (the cord-level file).
 """
 from __future__ import annotations
 
