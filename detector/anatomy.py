@@ -15,6 +15,9 @@ from .config import DetectorConfig
 N_VERT = len(VERTEBRAE)
 C2_NOT_FOUND = ("C2 not found on the mid slice (out of view, or not recognised): the levels are named without "
                 "the body they are counted from and may be off by one or more")
+C3_AT_THE_EDGE = ("the field of view ends over the top body and no body was recognised as C2: the count starts "
+                  "there at C3 (one level hidden above the edge, the fewest); if more are hidden, every name is "
+                  "off by as many")
 
 # Where C2..C7 sit when nothing at all was found (mean challenge geometry, mid slice); only ever used
 # flagged as interpolated with confidence 0, so downstream stages can refuse it.
@@ -129,7 +132,7 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
         # the candidate has less than a level step of image above it (the field of view ends over it, and
         # the fewest levels hidden there is one). With room above, bodies may have been missed in view.
         top = np.zeros(k) if view_top is None else np.asarray(view_top, np.float64)[order]
-        cut_above = (y1 - top) < (step or h)
+        cut_above = view_ends_over(y1, top, step or h)
     for lv in range(n):
         for j in range(k):
             if gain[lv, j] <= 0:
@@ -167,6 +170,12 @@ def assign_levels(c: Candidates, cfg: DetectorConfig, prior_cy: Optional[np.ndar
             score[lv] = float(s[lv, j])
             state = back.get(state)
     return SliceAssignment(tuple(index), tuple(score))
+
+
+def view_ends_over(y1, view_top, step: float):
+    """Whether the field of view ends less than a level step above a box's top edge (y1): no whole body fits
+    in view above it."""
+    return (np.asarray(y1, np.float64) - np.asarray(view_top, np.float64)) < step
 
 
 def body_spacing(cy: np.ndarray, height: float) -> Optional[float]:
@@ -450,6 +459,13 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
     if MID_SAGITTAL_SLICE in found and found[MID_SAGITTAL_SLICE][0] is None:
         # Levels are counted down from C2 (its dens and tall body): without it the names are a guess.
         warnings.append(C2_NOT_FOUND)
+        c3 = found[MID_SAGITTAL_SLICE][1]
+        mask = fov.get(MID_SAGITTAL_SLICE)
+        if cfg.assign_mode == "count" and cfg.count_from_c3 and c3 is not None and mask is not None:
+            box = c3[0]
+            top = _view_top(Candidates(box[None, :], np.ones((1, 1))), mask)
+            if bool(view_ends_over(box[1], top[0], step or (box[3] - box[1]))):
+                warnings.append(C3_AT_THE_EDGE)
     warnings += check_anatomy(vertebrae, cfg)
     return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings), outside)
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detector.anatomy import C2_NOT_FOUND, Candidates, assemble, assign_levels, fill_missing
+from detector.anatomy import C2_NOT_FOUND, C3_AT_THE_EDGE, Candidates, assemble, assign_levels, fill_missing
 from detector.boxes import LevelBoxes, disc_box_between
 from detector.config import DetectorConfig
 from study.levels import DISCS, MID_SAGITTAL_SLICE, SAGITTAL_SLICES, VERTEBRAE
@@ -405,13 +405,14 @@ def test_counting_starts_at_c3_under_a_field_of_view_that_cuts_the_column():
     for s in SAGITTAL_SLICES:
         assert [lb.vertebrae[s][lv].box.cy for lv in ("C3", "C4", "C5")] == pytest.approx((b[3:, 1] + b[3:, 3]) / 2)
         assert not any(lb.vertebrae[s][lv].interpolated for lv in ("C3", "C4", "C5"))
-    assert C2_NOT_FOUND in lb.warnings
+    assert C2_NOT_FOUND in lb.warnings and C3_AT_THE_EDGE in lb.warnings
     # With room for bodies above (the image goes on to row 0), missed bodies may lie there: the count is not
     # forced and the same candidates keep the names their classes give (test_empty_slice_takes_...).
     free = assemble("p", {s: level_candidates(b[[3, 4, 5]], [3, 4, 5]) for s in SAGITTAL_SLICES},
                     {s: Candidates.empty(5) for s in SAGITTAL_SLICES}, CFG,
                     fov={s: np.ones((224, 224), bool) for s in SAGITTAL_SLICES})
     assert free.vertebrae[MID_SAGITTAL_SLICE]["C5"].box.cy == pytest.approx((b[3, 1] + b[3, 3]) / 2)
+    assert C2_NOT_FOUND in free.warnings and C3_AT_THE_EDGE not in free.warnings
 
 
 def test_a_vertebra_cut_by_the_image_edge_is_boxed_inside_the_image():
