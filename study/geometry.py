@@ -159,11 +159,17 @@ def _view_plane(normal, centre_mm, right_hint, down_hint, size: int, mm_per_px: 
 
 def model_sagittal_plane(slice_plane: ImagePlane, centre_mm=None, size: int = IMAGE_SIZE,
                          mm_per_px: float = SAGITTAL_MM_PER_PX) -> ImagePlane:
-    """The model's sagittal view of a slice: anterior on the left, superior up, centred on centre_mm's
-    projection into the slice (default: the slice's field-of-view centre)."""
+    """The model's sagittal view of a slice, centred on centre_mm's projection into the slice (default: the
+    slice's field-of-view centre): the slice's own row and column axes, the one nearer anterior-posterior
+    running left to right with anterior on the left, superior up. A field of view tilted in its plane keeps
+    its tilt out of the picture, as a viewer shows the slice and as the operator framed the spine; an
+    axis-aligned slice is seen exactly anterior left, superior up."""
     centre = slice_plane.centre_mm if centre_mm is None else centre_mm
     centre = np.asarray(centre, float) - slice_plane.distance_mm(centre) * slice_plane.normal
-    return _view_plane(slice_plane.normal, centre, POSTERIOR, -np.asarray(SUPERIOR), size, mm_per_px)
+    axes = (np.asarray(slice_plane.right, float), np.asarray(slice_plane.down, float))
+    across = max(axes, key=lambda a: abs(float(a @ np.asarray(POSTERIOR))))
+    across = across if across @ np.asarray(POSTERIOR) > 0 else -across
+    return _view_plane(slice_plane.normal, centre, across, -np.asarray(SUPERIOR), size, mm_per_px)
 
 
 def model_axial_plane(slice_plane: ImagePlane, centre_mm=None, size: int = IMAGE_SIZE,

@@ -243,3 +243,25 @@ def test_nifti_sagittal_volume_of_one_or_two_slices(tmp_path, n):
     for s, src in study.sagittal_standins.items():
         assert study.sagittal[s] is study.sagittal[src]
     assert sum("stands in" in w for w in study.warnings) == 3 - n
+
+
+def test_a_field_of_view_tilted_in_its_plane_is_seen_as_acquired(tmp_path):
+    """A sagittal volume whose rows and columns are turned 25 degrees about the left-right axis (the operator
+    framed a leaning spine): the model sees the slice as a viewer shows it, in its own row/column axes, so the
+    image is the one the same volume gives untilted; the geometry carries the tilt into patient space."""
+    rng = np.random.default_rng(0)
+    vol = rng.random((120, 160, 15)).astype(np.float32)           # P, S, R (the SCT scans' storage order)
+    vol[40:50, :, :] += 3.0                                       # a bright column along the volume's S axis
+    straight = np.array([[0, 0, 1, -7.0], [-1, 0, 0, 60.0], [0, 1, 0, -80.0], [0, 0, 0, 1]])
+    t = np.deg2rad(25.0)
+    turn = np.eye(4)
+    turn[1:3, 1:3] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]   # about x (left-right), RAS
+    for name, aff in (("straight", straight), ("tilted", turn @ straight)):
+        (tmp_path / name).mkdir()
+        nib.save(nib.Nifti1Image(vol, aff), str(tmp_path / name / "t2.nii.gz"))
+    a, b = (load_input(by_id(tmp_path)[n]) for n in ("straight", "tilted"))
+    assert np.allclose(a.sagittal[6], b.sagittal[6], atol=1e-5)
+    # The same pixel lies 25 degrees apart in patient space: the tilt is in the geometry, not in the picture.
+    down_a, down_b = np.asarray(a.sagittal_geometry.down), np.asarray(b.sagittal_geometry.down)
+    assert np.degrees(np.arccos(np.clip(down_a @ down_b, -1, 1))) == pytest.approx(25.0, abs=1e-4)
+    assert down_b @ np.array([0, 0, -1.0]) > np.cos(np.deg2rad(26))   # still superior up, within the tilt
