@@ -13,6 +13,7 @@ from .geometry import (
     orientation_of, resample, unit_range,
 )
 from .levels import MID_SAGITTAL_SLICE, SAGITTAL_SLICES
+from .midline import KEEP_MIDDLE_MM, mirror_plane_mm
 from .study import Study, complete_sagittal
 
 # Slices of one series whose normals differ by more than this belong to different stacks (a 3-plane
@@ -206,8 +207,24 @@ class SagittalChoice:
     notes: Tuple[str, ...]
 
 
+def _mirror_plane(stack: Stack) -> Optional[float]:
+    """study.midline.mirror_plane_mm of a stack whose slices share one pixel grid; None where it cannot say
+    (too few slices, a slice that cannot be read: the stack's middle is used then)."""
+    if not all(isinstance(r, SliceRef) for r in stack.slices) or not np.isfinite(stack.positions_mm).all():
+        return None
+    spacing = {tuple(r.plane.spacing_mm) for r in stack.slices}
+    shapes = {tuple(r.plane.shape) for r in stack.slices}
+    if len(spacing) != 1 or len(shapes) != 1:
+        return None
+    try:
+        return mirror_plane_mm(stack.positions_mm, lambda k: stack.slices[k].read(), next(iter(spacing)))
+    except StudyError:
+        return None
+
+
 def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
-    """Mid slice = the one nearest the middle of the stack; 5 and 7 = nearest to 3 mm either side.
+    """Mid slice = the one nearest the middle of the stack, or nearest the neck's mirror plane where that lies
+    more than midline.KEEP_MIDDLE_MM from the middle (study.midline); 5 and 7 = nearest to 3 mm either side.
 
     Slice 5 lies toward the patient's right, 7 toward the left (the phantom's convention: lateral
     offset x grows toward the patient's left and slice 5 sits at x < 0). A series of 1 or 2 slices has no
@@ -227,7 +244,15 @@ def choose_sagittal_slices(stack: Stack) -> SagittalChoice:
         notes.append(f"{stack.label}: irregular slice spacing ({gaps.min():.1f} to {gaps.max():.1f} mm, "
                      f"median {med:.1f} mm; a slice may be missing); the nearest slices were used")
     centre = (pos[0] + pos[-1]) / 2
+    mirror = _mirror_plane(stack)
+    if mirror is not None and abs(mirror - centre) > KEEP_MIDDLE_MM:
+        side = "left" if mirror > centre else "right"
+        notes.append(f"{stack.label}: the neck is mirror-symmetric about a plane {abs(mirror - centre):.1f} mm to "
+                     f"the patient's {side} of the stack's middle; the mid slice is the one nearest that plane")
+        centre = mirror
     m = int(np.argmin(np.abs(pos - centre)))
+    if mirror is not None and n >= MIN_SAGITTAL_SLICES:
+        m = min(max(m, 1), n - 2)    # a slice stays on either side of the mid slice
     idx = {MID_SAGITTAL_SLICE: m}
     offs = {MID_SAGITTAL_SLICE: 0.0}
     for s, sign in ((SAGITTAL_SLICES[0], -1), (SAGITTAL_SLICES[-1], 1)):

@@ -265,3 +265,39 @@ def test_a_field_of_view_tilted_in_its_plane_is_seen_as_acquired(tmp_path):
     down_a, down_b = np.asarray(a.sagittal_geometry.down), np.asarray(b.sagittal_geometry.down)
     assert np.degrees(np.arccos(np.clip(down_a @ down_b, -1, 1))) == pytest.approx(25.0, abs=1e-4)
     assert down_b @ np.array([0, 0, -1.0]) > np.cos(np.deg2rad(26))   # still superior up, within the tilt
+
+
+def _mirrored_volume(n_lr: int, plane: float) -> np.ndarray:
+    """A (P, S, R) volume whose slices k and k' look alike when (k + k') / 2 == plane: a neck symmetric about
+    that plane (a random texture per distance from it, and a bright canal on it)."""
+    rng = np.random.default_rng(3)
+    texture = rng.random((40, 60, 80)).astype(np.float32)
+    vol = np.stack([texture[:, :, int(round(abs(k - plane) * 2))] for k in range(n_lr)], 2)
+    vol[18:22, :, :] += np.exp(-0.5 * ((np.arange(n_lr) - plane) / 3.0) ** 2)[None, None, :]
+    return vol
+
+
+@pytest.mark.parametrize("plane, mid_index", [(18.0, (18,)), (26.0, (25, 26))])
+def test_the_mid_slice_lies_on_the_necks_mirror_plane(tmp_path, plane, mid_index):
+    """A 3-D slab of 52 planes (1 mm) planned off the midline: the neck mirrors about plane 18 (7.5 mm from the
+    stack's middle, 25.5), so the mid slice is plane 18 and the study says why; a mirror plane within
+    KEEP_MIDDLE_MM of the middle (26) leaves a slice of the middle (25 or 26) in place."""
+    from study.midline import mirror_plane_mm
+    from study.series import choose_sagittal_slices
+
+    vol = _mirrored_volume(52, plane)
+    aff = np.array([[0, 0, 1, -25.0], [-1, 0, 0, 20.0], [0, 1, 0, -30.0], [0, 0, 0, 1]])  # P, S, R as SCT stores
+    path = tmp_path / "p" / "t2.nii.gz"
+    path.parent.mkdir()
+    nib.save(nib.Nifti1Image(vol, aff), str(path))
+    stacks, _ = nifti_stacks(path, "p", "t2.nii.gz")
+    sag = next(s for s in stacks if s.orientation == "sagittal")
+    found = mirror_plane_mm(sag.positions_mm, lambda k: sag.slices[k].read(), sag.slices[0].plane.spacing_mm)
+    at = {int(r.name.rsplit("k=", 1)[1]): p for r, p in zip(sag.slices, sag.positions_mm)}   # plane -> mm
+    assert found == pytest.approx(at[int(plane)], abs=0.51)
+    choice = choose_sagittal_slices(sag)
+    mid = choice.indices[6]
+    assert int(sag.slices[mid].name.rsplit("k=", 1)[1]) in mid_index
+    assert abs(choice.offsets_mm[5] + 3) <= 0.5 and abs(choice.offsets_mm[7] - 3) <= 0.5
+    said = [n for n in choice.notes if "mirror-symmetric" in n]
+    assert (len(said) == 1 and "7.5 mm" in said[0]) if mid_index == (18,) else not said
