@@ -42,7 +42,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -849,8 +848,9 @@ def _read_run(out_dir: Path) -> Tuple[Dict[str, dict], Dict[str, str]]:
 
 def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: Sequence[Framing] = FRAMINGS,
              scans_wanted: Sequence[str] = (), keep: bool = False, nifti: bool = True,
-             echo=click.echo) -> dict:
-    """Run and score everything; writes OUT/real_scans.md and OUT/real_scans.json and returns the JSON."""
+             echo=click.echo, variants: Sequence[str] = ()) -> dict:
+    """Run and score everything; writes OUT/real_scans.md and OUT/real_scans.json and returns the JSON.
+    variants (evaluation.real_variants.VARIANTS names): each labelled scan is also re-written so and scored."""
     from reader import Reader, ReaderError
     from reader.folder import run_folder
 
@@ -878,6 +878,9 @@ def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: 
     if keep and work.exists():
         shutil.rmtree(work)
     try:
+        if variants:
+            from .real_variants import write_variants
+            plans += [plan_scan(v) for v in write_variants([p.scan for p in plans], work / "variants", variants)]
         result = _evaluate(plans, skipped, work, weights, framings, nifti, run_batch, echo)
     finally:
         if not keep:
@@ -1031,14 +1034,25 @@ def _totals(level_rows: List[LevelRow], run_rows: List[RunRow], canal: List[Cana
                 "runs_with_six_labelled": sum(r.all_six is not None for r in runs),
                 "runs_all_six_right": sum(bool(r.all_six) for r in runs)}
 
+    from .real_variants import variant_of
+
     out = {"all": block(level_rows, run_rows),
            "nifti": block([r for r in level_rows if r.run == "nifti"], [r for r in run_rows if r.run == "nifti"]),
            "renders": block([r for r in level_rows if r.run != "nifti"], [r for r in run_rows if r.run != "nifti"])}
-    measured = [c for c in canal if c.distance_mm is not None]
-    out["canal"] = {"positions": len(canal), "measured": len(measured),
-                    "within_3mm": sum(bool(c.within) for c in measured),
-                    "fraction_within_3mm": _rnd(np.mean([bool(c.within) for c in measured]), 3) if measured else None,
-                    "median_distance_mm": _rnd(np.median([c.distance_mm for c in measured])) if measured else None}
+    def canal_block(rows):
+        measured = [c for c in rows if c.distance_mm is not None]
+        return {"positions": len(rows), "measured": len(measured),
+                "within_3mm": sum(bool(c.within) for c in measured),
+                "fraction_within_3mm": _rnd(np.mean([bool(c.within) for c in measured]), 3) if measured else None,
+                "median_distance_mm": _rnd(np.median([c.distance_mm for c in measured])) if measured else None}
+
+    out["canal"] = canal_block(canal)
+    names = sorted({variant_of(r.scan) for r in run_rows}, key=lambda n: (n != "original", n))
+    if names != ["original"]:
+        out["variants"] = {n: {**block([r for r in level_rows if variant_of(r.scan) == n],
+                                       [r for r in run_rows if variant_of(r.scan) == n]),
+                               "canal": canal_block([c for c in canal if variant_of(c.scan) == n])}
+                           for n in names}
     return out
 
 
@@ -1133,6 +1147,19 @@ def markdown(result: dict) -> str:
                      f"{_f(b['median_error_mm'])} | {b['within_half_step']}/{b['scored_levels']} ({frac}) | "
                      f"{b['runs_all_labelled_right']}/{b['runs']} | "
                      f"{b['runs_all_six_right']}/{b['runs_with_six_labelled']} |")
+    if t.get("variants"):
+        from .real_variants import VARIANTS
+        lines += ["", f"### Real scan variants: each scan re-written as below, labels moved with it (data: {data})",
+                  "", "| variant | what it is | scored levels right | median abs error mm | runs with every labelled "
+                  "level right | runs with all six right | canal centre within 3 mm (NIfTI) |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, b in t["variants"].items():
+            what = VARIANTS[name].description if name in VARIANTS else "the scan as it is"
+            cb = b["canal"]
+            lines.append(f"| {name} | {what} | {b['within_half_step']}/{b['scored_levels']} | "
+                         f"{_f(b['median_abs_error_mm'], '{:.1f}')} | {b['runs_all_labelled_right']}/{b['runs']} | "
+                         f"{b['runs_all_six_right']}/{b['runs_with_six_labelled']} | "
+                         + (f"{cb['within_3mm']}/{cb['measured']}" if cb["positions"] else "n/a") + " |")
     c = t["canal"]
     if c["positions"]:
         frac = "n/a" if c["fraction_within_3mm"] is None else f"{c['fraction_within_3mm']:.0%}"
@@ -1162,7 +1189,10 @@ def markdown(result: dict) -> str:
               help="Only this render framing (repeatable); 'none' renders nothing. Default: all.")
 @click.option("--no-nifti", is_flag=True, help="Skip the NIfTI path (renders only).")
 @click.option("--keep", is_flag=True, help="Keep the rendered patients and the runs in OUT/work.")
-def main(data_dirs, out_dir, weights_dir, scans_wanted, framing_names, no_nifti, keep):
+@click.option("--variants", "variant_names", multiple=True,
+              help="Also score each labelled scan re-written as this variant (repeatable, or 'all'): "
+                   "ras, noise, bias, slabs, tilt, offcentre, short, cuttop (evaluation/real_variants.py).")
+def main(data_dirs, out_dir, weights_dir, scans_wanted, framing_names, no_nifti, keep, variant_names):
     """Measure where the reader places C2-C7 on real labelled T2 scans (NIfTI path and challenge-layout renders)."""
     if not data_dirs:
         data_dirs = DEFAULT_DATA
@@ -1175,7 +1205,13 @@ def main(data_dirs, out_dir, weights_dir, scans_wanted, framing_names, no_nifti,
             raise click.ClickException(f"--data {d}: no such folder")
     framings = () if "none" in framing_names else tuple(f for f in FRAMINGS
                                                         if not framing_names or f.name in framing_names)
-    result = evaluate(data_dirs, out_dir, weights_dir, framings, scans_wanted, keep, nifti=not no_nifti)
+    from .real_variants import VARIANTS
+    variants = tuple(VARIANTS) if "all" in variant_names else tuple(variant_names)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise click.ClickException(f"--variants {', '.join(unknown)}: unknown; known: all, {', '.join(VARIANTS)}")
+    result = evaluate(data_dirs, out_dir, weights_dir, framings, scans_wanted, keep, nifti=not no_nifti,
+                      variants=variants)
     click.echo(markdown(result))
     click.echo(f"written: {Path(out_dir) / 'real_scans.md'}, {Path(out_dir) / 'real_scans.json'}")
 
