@@ -14,8 +14,8 @@ from PIL import Image
 
 from study.challenge import VISIBLE_BOXES_FILE, Box, PatientBoxes, VisibleBoxes, read_box_file, read_visible_boxes
 from study.errors import InputError
-from study.loader import read_image
-from study.levels import DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, disc_neighbours
+from study.loader import present_slices, read_image
+from study.levels import DISCS, IMAGE_SIZE, VERTEBRAE, disc_neighbours
 from study.splits import split_key, split_patients
 
 from .boxes import disc_box_between
@@ -81,11 +81,6 @@ def with_sagittal_images(patients: Dict[str, T], folder: Path) -> Dict[str, T]:
     if missing:
         log.warning("%s: skipping %d patient(s) with none of sag/5,6,7.png: %s", folder, len(missing), missing[:5])
     return {pid: p for pid, p in patients.items() if pid not in missing}
-
-
-def present_slices(patient_dir: Path) -> Tuple[int, ...]:
-    """The sagittal slices a patient folder holds (sag/{5,6,7}.png): the detector learns from those only."""
-    return tuple(s for s in SAGITTAL_SLICES if (patient_dir / "sag" / f"{s}.png").is_file())
 
 
 def yolo_label_lines(items: Sequence[Tuple[int, Box]], image_size: int = IMAGE_SIZE) -> List[str]:

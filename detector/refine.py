@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from study.challenge import Box, read_box_file
-from study.levels import SAGITTAL_SLICES, VERTEBRAE
+from study.levels import VERTEBRAE
 
 from .config import AppearanceConfig, DetectorConfig, TrainConfig
 
@@ -113,15 +113,13 @@ class Refiner:
 
 
 def _training_samples(layout_dir: Path, boxes_file: Path, ids: Sequence[str], cfg: DetectorConfig):
-    from study.loader import read_image
+    from study.loader import present_slices, read_image
 
     from .preprocess import normalise_slice
     truth = read_box_file(boxes_file).by_id()
     images, boxes, levels, owners = [], [], [], []
     for pid in ids:
-        for s in SAGITTAL_SLICES:
-            if not (layout_dir / pid / "sag" / f"{s}.png").is_file():
-                continue   # a slice the patient lacks: its boxes are not learnt from
+        for s in present_slices(layout_dir / pid):   # a slice the patient lacks: its boxes are not learnt from
             img, _ = read_image(layout_dir / pid / "sag" / f"{s}.png")   # as the detector reads it at inference
             images.append(normalise_slice(img, cfg))
             for li, lv in enumerate(VERTEBRAE):

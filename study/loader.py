@@ -358,6 +358,12 @@ class _FolderCheck:
 # Reading one image
 # ----------------------------------------------------------------------------------------------
 
+def present_slices(patient_dir: PathLike) -> Tuple[int, ...]:
+    """The sagittal slices a challenge-layout patient folder holds as files (sag/{5,6,7}.png)."""
+    folder = Path(patient_dir) / SAGITTAL_DIR
+    return tuple(s for s in SAGITTAL_SLICES if (folder / f"{s}{IMAGE_SUFFIX}").is_file())
+
+
 def read_image(path: PathLike, patient: Optional[str] = None, name: Optional[str] = None,
                size: int = IMAGE_SIZE) -> Tuple[np.ndarray, List[str]]:
     """Read one image as a (size, size) float32 array in [0, 1], plus warnings naming the file.
