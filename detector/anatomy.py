@@ -371,13 +371,16 @@ def _on_acquired_data(c: Candidates, mask: Optional[np.ndarray]) -> Candidates:
     return c if keep.all() else Candidates(c.boxes[keep], c.scores[keep])
 
 
-def _view_top(c: Candidates, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
-    """Per candidate, the first row of its centre column that holds image data (None without a mask)."""
-    if mask is None or not len(c):
-        return None
-    col = np.clip(np.floor(c.cx).astype(int), 0, mask.shape[1] - 1)
+def _first_row_in_view(mask: np.ndarray, cx) -> np.ndarray:
+    """Per column x, the first row of the mask that holds image data (the mask's height where none does)."""
+    col = np.clip(np.floor(np.asarray(cx, np.float64)).astype(int), 0, mask.shape[1] - 1)
     data = mask[:, col]
     return np.where(data.any(0), data.argmax(0), mask.shape[0]).astype(np.float64)
+
+
+def _view_top(c: Candidates, mask: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """Per candidate, the first row of its centre column that holds image data (None without a mask)."""
+    return None if mask is None or not len(c) else _first_row_in_view(mask, c.cx)
 
 
 def outside_levels(vertebrae: Mapping[int, Mapping[str, LevelBox]], detected: Sequence[bool],
@@ -463,8 +466,8 @@ def assemble(patient_id: str, vert_cands: Mapping[int, Candidates], disc_cands: 
         mask = fov.get(MID_SAGITTAL_SLICE)
         if cfg.assign_mode == "count" and cfg.count_from_c3 and c3 is not None and mask is not None:
             box = c3[0]
-            top = _view_top(Candidates(box[None, :], np.ones((1, 1))), mask)
-            if bool(view_ends_over(box[1], top[0], step or (box[3] - box[1]))):
+            top = _first_row_in_view(mask, [(box[0] + box[2]) / 2])[0]
+            if bool(view_ends_over(box[1], top, step or (box[3] - box[1]))):
                 warnings.append(C3_AT_THE_EDGE)
     warnings += check_anatomy(vertebrae, cfg)
     return LevelBoxes(patient_id, vertebrae, discs, tuple(warnings), outside)
