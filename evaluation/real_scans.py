@@ -58,6 +58,8 @@ from study.challenge import Box
 from study.geometry import LEFT, POSTERIOR, SUPERIOR, ImagePlane
 from study.levels import CANAL_POSITIONS, DISCS, IMAGE_SIZE, SAGITTAL_SLICES, VERTEBRAE, axial_file_stem
 
+from .real_variants import VARIANTS, variant_of, write_variants
+
 DEFAULT_DATA = (ROOT.parent / "shared" / "data" / "real_mri" / "sct_2014",
                 ROOT.parent / "shared" / "data" / "real_mri" / "cervical_sagittal_t2_crop")
 # NIfTI affines are RAS (+x right, +y anterior); patient space here is DICOM's LPS, as in the reports.
@@ -879,7 +881,6 @@ def evaluate(data_dirs: Sequence[Path], out_dir: Path, weights: Path, framings: 
         shutil.rmtree(work)
     try:
         if variants:
-            from .real_variants import write_variants
             plans += [plan_scan(v) for v in write_variants([p.scan for p in plans], work / "variants", variants)]
         result = _evaluate(plans, skipped, work, weights, framings, nifti, run_batch, echo)
     finally:
@@ -1034,11 +1035,10 @@ def _totals(level_rows: List[LevelRow], run_rows: List[RunRow], canal: List[Cana
                 "runs_with_six_labelled": sum(r.all_six is not None for r in runs),
                 "runs_all_six_right": sum(bool(r.all_six) for r in runs)}
 
-    from .real_variants import variant_of
-
     out = {"all": block(level_rows, run_rows),
            "nifti": block([r for r in level_rows if r.run == "nifti"], [r for r in run_rows if r.run == "nifti"]),
            "renders": block([r for r in level_rows if r.run != "nifti"], [r for r in run_rows if r.run != "nifti"])}
+
     def canal_block(rows):
         measured = [c for c in rows if c.distance_mm is not None]
         return {"positions": len(rows), "measured": len(measured),
@@ -1148,7 +1148,6 @@ def markdown(result: dict) -> str:
                      f"{b['runs_all_labelled_right']}/{b['runs']} | "
                      f"{b['runs_all_six_right']}/{b['runs_with_six_labelled']} |")
     if t.get("variants"):
-        from .real_variants import VARIANTS
         lines += ["", f"### Real scan variants: each scan re-written as below, labels moved with it (data: {data})",
                   "", "| variant | what it is | scored levels right | median abs error mm | runs with every labelled "
                   "level right | runs with all six right | canal centre within 3 mm (NIfTI) |",
@@ -1205,7 +1204,6 @@ def main(data_dirs, out_dir, weights_dir, scans_wanted, framing_names, no_nifti,
             raise click.ClickException(f"--data {d}: no such folder")
     framings = () if "none" in framing_names else tuple(f for f in FRAMINGS
                                                         if not framing_names or f.name in framing_names)
-    from .real_variants import VARIANTS
     variants = tuple(VARIANTS) if "all" in variant_names else tuple(variant_names)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:

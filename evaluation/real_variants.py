@@ -83,11 +83,12 @@ def _noise(v: Volume, is_label: bool, rng: np.random.Generator) -> Volume:
 def _bias(v: Volume, is_label: bool, rng: np.random.Generator) -> Volume:
     if is_label:
         return v
-    ii, jj, kk = np.meshgrid(*[np.linspace(-1, 1, n) for n in v.data.shape], indexing="ij")
-    si = _axis_nearest(v.affine, 2)
-    ap = _axis_nearest(v.affine, 1)
-    grid = (ii, jj, kk)
-    field = np.exp(BIAS_STRENGTH * (0.7 * grid[si] + 0.5 * grid[ap]))
+    def ramp(axis: int) -> np.ndarray:   # -1 .. 1 along one voxel axis, broadcast over the others
+        shape = [1, 1, 1]
+        shape[axis] = v.data.shape[axis]
+        return np.linspace(-1, 1, v.data.shape[axis]).reshape(shape)
+
+    field = np.exp(BIAS_STRENGTH * (0.7 * ramp(_axis_nearest(v.affine, 2)) + 0.5 * ramp(_axis_nearest(v.affine, 1))))
     return Volume(_rician(v.data.astype(np.float32) * field.astype(np.float32), BIAS_NOISE_SIGMA, rng), v.affine)
 
 

@@ -49,9 +49,6 @@ def mirror_plane_mm(positions_mm: np.ndarray, read: Callable[[int], np.ndarray],
     middle = (pos[0] + pos[-1]) / 2
     near = [k for k in range(n) if abs(pos[k] - middle) <= SEARCH_MM + MAX_PAIR_MM]
     images = {k: _standardised(read(k), spacing_mm) for k in near}
-    shapes = {im.shape for im in images.values()}
-    if len(shapes) != 1:
-        return None
     scores = {}
     for a in near:
         for b in near:
